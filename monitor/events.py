@@ -1,0 +1,72 @@
+"""The one place that names Redis keys and the update channel (contract §9, DESIGN.md).
+
+Every name starts with ``settings.REDIS_PREFIX`` (read at call time, so tests and several
+deployments on one Redis never see each other's keys or messages).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
+
+
+def key(*parts: str) -> str:
+    return settings.REDIS_PREFIX + ":".join(parts)
+
+
+def values_hash() -> str:
+    """HASH address -> packed entry (monitor.values)."""
+    return key("pv", "values")
+
+
+def disconnected_set() -> str:
+    """SET of addresses currently disconnected."""
+    return key("pv", "disconnected")
+
+
+def updates_channel() -> str:
+    """Pub/sub channel of update batches from the monitor."""
+    return key("pv", "updates")
+
+
+def heartbeat_key(shard: int = 0) -> str:
+    """STRING epoch seconds of the monitor leader's last heartbeat."""
+    return key("monitor", "heartbeat") if shard == 0 else key("monitor", "heartbeat", str(shard))
+
+
+def lock_key(shard: int = 0) -> str:
+    """STRING leader lock of one monitor shard: holder id, SET NX PX, renewed."""
+    return key("monitor", "lock", str(shard))
+
+
+def stats_key(shard: int = 0) -> str:
+    """HASH watchdog statistics of one monitor shard."""
+    return key("monitor", "stats", str(shard))
+
+
+def circuits_key() -> str:
+    """HASH IOC name -> packed circuit-breaker state."""
+    return key("monitor", "circuits")
+
+
+def catalog_version_key() -> str:
+    """STRING bumped whenever the PV catalog changes, so the monitor reloads at once."""
+    return key("catalog", "version")
+
+
+@cache
+def _pool(url: str) -> redis.ConnectionPool:
+    return redis.ConnectionPool.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+
+
+def sync_redis() -> redis.Redis:
+    """A client on the process-wide pool."""
+    return redis.Redis(connection_pool=_pool(settings.REDIS_URL))
+
+
+def async_redis() -> aioredis.Redis:
+    """A new asyncio client (one per event loop; close it when done)."""
+    return aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)

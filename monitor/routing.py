@@ -1,0 +1,3 @@
+"""WebSocket routes of the monitor app (contract §4.1)."""
+
+websocket_urlpatterns: list = []

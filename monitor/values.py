@@ -1,0 +1,112 @@
+"""The one encoding of a PV value (DESIGN.md "Values"), used by the cache, storage and the wire.
+
+An *entry* is a plain dict with these keys (absent or None when unknown):
+
+    value        JSON-native scalar, list for arrays, str for strings; for enums the label
+    index        enums only: the integer index of ``value`` among ``enum_strs``
+    connected    bool
+    updated_at   epoch seconds when the monitor (or a direct read) recorded it
+    status       alarm status, int 0..21 (ALARM_STATUS names it)
+    severity     0 NO_ALARM, 1 MINOR, 2 MAJOR, 3 INVALID
+    timestamp    the IOC's timestamp, UTC epoch seconds
+    units, precision, upper_ctrl_limit, lower_ctrl_limit, enum_strs   display metadata
+    error        text when the value could not be read, or was NaN/Inf
+
+NaN and ±Inf never leave this module: ``clean`` turns them into None and says so in ``error``.
+In Redis an entry is msgpack; on the wire it is a CacheEntry (contract §8.3) via ``to_wire``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, TypedDict
+
+import msgpack
+
+ALARM_STATUS: tuple[str, ...] = (
+    "NO_ALARM", "READ", "WRITE", "HIHI", "HIGH", "LOLO", "LOW", "STATE", "COS", "COMM",
+    "TIMEOUT", "HWLIMIT", "CALC", "SCAN", "LINK", "SOFT", "BAD_SUB", "UDF", "DISABLE", "SIMM",
+    "READ_ACCESS", "WRITE_ACCESS",
+)  # fmt: skip
+SEVERITY: tuple[str, ...] = ("NO_ALARM", "MINOR", "MAJOR", "INVALID")
+NON_FINITE = "value was NaN or infinite"
+DISCONNECTED = "Disconnected from IOC"
+
+
+class Entry(TypedDict, total=False):
+    value: Any
+    index: int | None
+    connected: bool
+    updated_at: float
+    status: int | None
+    severity: int | None
+    timestamp: float | None
+    units: str | None
+    precision: int | None
+    upper_ctrl_limit: float | None
+    lower_ctrl_limit: float | None
+    enum_strs: list[str] | None
+    error: str | None
+
+
+def _finite(value: Any) -> tuple[Any, bool]:
+    """(value with NaN/Inf replaced by None, whether anything was replaced)."""
+    if isinstance(value, float):
+        return (value, False) if math.isfinite(value) else (None, True)
+    if isinstance(value, list):
+        bad = False
+        out = []
+        for item in value:
+            if isinstance(item, float) and not math.isfinite(item):
+                out.append(None)
+                bad = True
+            else:
+                out.append(item)
+        return out, bad
+    return value, False
+
+
+def clean(entry: Entry) -> Entry:
+    """The entry with NaN/Inf values replaced by None and ``error`` saying so."""
+    value, bad = _finite(entry.get("value"))
+    if bad:
+        entry = {**entry, "value": value, "error": entry.get("error") or NON_FINITE}
+    return entry
+
+
+def pack(entry: Entry) -> bytes:
+    """An entry as stored in Redis: msgpack with None keys left out."""
+    return msgpack.packb({k: v for k, v in entry.items() if v is not None}, use_bin_type=True)
+
+
+def unpack(data: bytes) -> Entry:
+    return msgpack.unpackb(data, raw=False)
+
+
+def status_name(status: int | None) -> str | None:
+    if status is None:
+        return None
+    return ALARM_STATUS[status] if 0 <= status < len(ALARM_STATUS) else str(status)
+
+
+_WIRE_KEYS = ("value", "connected", "updated_at", "severity", "timestamp", "units", "error")
+
+
+def to_wire(entry: Entry) -> dict[str, Any]:
+    """A CacheEntry for the API and WebSocket (contract §8.3): status as its name, null keys
+    left out, NaN/Inf as null, extra metadata (precision, enum strings, index) kept."""
+    out: dict[str, Any] = {}
+    for key in _WIRE_KEYS:
+        value = entry.get(key)
+        if value is not None:
+            out[key] = value
+    out.setdefault("value", None)
+    out.setdefault("connected", False)
+    status = status_name(entry.get("status"))
+    if status is not None:
+        out["status"] = status
+    for key in ("precision", "index", "enum_strs"):
+        if entry.get(key) is not None:
+            out[key] = entry[key]
+    out["value"] = _finite(out["value"])[0]
+    return out

@@ -1,0 +1,46 @@
+"""The PV catalog (contract §3.3, §3.4)."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from pvs.querysets import PVQuerySet
+from squirrel.models import BaseModel
+
+
+class PV(BaseModel):
+    """A process variable: up to three addresses (setpoint, readback, config) and tolerances."""
+
+    setpoint_address = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    readback_address = models.CharField(max_length=255, null=True, blank=True, db_index=True)
+    config_address = models.CharField(max_length=255, null=True, blank=True, db_index=True)
+    device = models.CharField(max_length=255, null=True, blank=True, db_index=True)
+    description = models.TextField(null=True, blank=True)
+    abs_tolerance = models.FloatField(default=0.0)
+    rel_tolerance = models.FloatField(default=0.0)
+    read_only = models.BooleanField(default=False)
+    tags = models.ManyToManyField("tags.Tag", related_name="pvs", blank=True, db_table="pv_tag")
+
+    objects = PVQuerySet.as_manager()
+
+    class Meta:
+        db_table = "pv"
+        ordering = ["id"]
+        verbose_name = "PV"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(abs_tolerance__gte=0) & models.Q(rel_tolerance__gte=0),
+                name="ck_pv_tolerance_not_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def name(self) -> str:
+        """The address a snapshot records the PV under (contract §3.6)."""
+        return self.setpoint_address or self.readback_address or self.config_address or ""
+
+    def addresses(self) -> list[str]:
+        return [a for a in (self.setpoint_address, self.readback_address, self.config_address) if a]

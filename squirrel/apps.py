@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SquirrelConfig(AppConfig):
+    name = "squirrel"
+    verbose_name = "Squirrel access"

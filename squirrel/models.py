@@ -1,0 +1,57 @@
+"""Shared model base and the API keys of programs that call the API (contract §3.8)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from django.db import models
+
+
+class BaseModel(models.Model):
+    """UUID primary key and created/updated timestamps, as every contract table has."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+TOKEN_PREFIX = "sq_"
+
+
+def hash_token(token: str) -> str:
+    """The only form in which a token is stored or looked up: SHA-256 hex."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ApiKey(BaseModel):
+    """A program's key: read and/or write scope; only its SHA-256 hash is stored."""
+
+    app_name = models.CharField(max_length=255)
+    token_hash = models.CharField(max_length=128, unique=True, editable=False)
+    is_active = models.BooleanField(default=True)
+    read_access = models.BooleanField(default=False)
+    write_access = models.BooleanField(default=False)
+
+    class Meta:
+        db_table = "api_key"
+        ordering = ["app_name", "created_at"]
+        verbose_name = "API key"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["app_name"],
+                condition=models.Q(is_active=True),
+                name="uq_api_key_app_name_active",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(read_access=True) | models.Q(write_access=True),
+                name="ck_api_key_has_access",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        scopes = "".join(s for s, on in (("r", self.read_access), ("w", self.write_access)) if on)
+        return f"{self.app_name} ({scopes or '-'}{'' if self.is_active else ', inactive'})"

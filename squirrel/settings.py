@@ -1,0 +1,207 @@
+"""The one settings module. Environments differ only in ``SQUIRREL_*`` variables (env.py)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from squirrel.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    parse_database_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("SQUIRREL_DEBUG", False)
+# Under pytest: a throwaway key, and a Redis prefix of this run's own (exported, so that the
+# processes the tests start share it and no two runs on one Redis hear each other).
+TESTING = "pytest" in sys.modules
+if TESTING:
+    os.environ.setdefault("SQUIRREL_REDIS_PREFIX", f"squirrel-test-{os.urandom(3).hex()}:")
+# Required in production; a development key is allowed only while DEBUG is on, or in tests.
+SECRET_KEY = env_str(
+    "SQUIRREL_SECRET_KEY",
+    *(["insecure-development-key-do-not-use-in-production"] if DEBUG or TESTING else []),
+)
+ALLOWED_HOSTS = env_list(
+    "SQUIRREL_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"]
+)
+CSRF_TRUSTED_ORIGINS = env_list("SQUIRREL_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "corsheaders",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "squirrel",
+    "tags",
+    "pvs",
+    "snapshots",
+    "jobs",
+    "monitor",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "squirrel.urls"
+ASGI_APPLICATION = "squirrel.asgi.application"
+WSGI_APPLICATION = None
+# Contract §1.2: collection routes have no trailing slash and must never be redirected.
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": {
+        **parse_database_url(
+            env_str("SQUIRREL_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/squirrel")
+        ),
+        "CONN_MAX_AGE": env_int("SQUIRREL_DB_CONN_MAX_AGE", 60, minimum=0),
+        "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": {"connect_timeout": env_int("SQUIRREL_DB_CONNECT_TIMEOUT", 5, minimum=1)},
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env_str("SQUIRREL_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+
+# --- Redis: cache of live values, pub/sub, Celery broker, leader lock ----------------------
+REDIS_URL = env_str("SQUIRREL_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Every key and pub/sub channel name starts with this (pub/sub ignores database numbers).
+REDIS_PREFIX = env_str("SQUIRREL_REDIS_PREFIX", "squirrel:")
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}asgi"},
+    }
+}
+
+# --- API ---------------------------------------------------------------------------------------
+API_ENVELOPE = env_bool("SQUIRREL_API_ENVELOPE", True)
+ANONYMOUS_ACCESS = env_choice("SQUIRREL_ANONYMOUS_ACCESS", "read", ("none", "read", "write"))
+INSTANCE_ID = env_str("SQUIRREL_INSTANCE_ID", "") or os.urandom(4).hex()
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["squirrel.api.EnvelopeJSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "squirrel.auth.ApiKeyAuthentication",
+        "squirrel.auth.StaffSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["squirrel.auth.ScopePermission"],
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "EXCEPTION_HANDLER": "squirrel.exceptions.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "COERCE_DECIMAL_TO_STRING": False,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Squirrel API",
+    "DESCRIPTION": (
+        "Save, compare and restore the state of an EPICS control system. Every /v1 body is "
+        "wrapped in the envelope {errorCode, errorMessage, payload} unless "
+        "SQUIRREL_API_ENVELOPE=false."
+    ),
+    "VERSION": "0.2.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "squirrel.api.envelope_schema_hook",
+    ],
+}
+
+# Contract §1.4: every origin, with credentials.
+CORS_ALLOW_ALL_ORIGINS = True
+CORS_ALLOW_CREDENTIALS = True
+
+# --- Celery -----------------------------------------------------------------------------------
+CELERY_BROKER_URL = env_str("SQUIRREL_CELERY_BROKER_URL", REDIS_URL)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = f"{REDIS_PREFIX}celery"
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("SQUIRREL_CELERY_VISIBILITY_TIMEOUT", 300, minimum=10),
+    "global_keyprefix": REDIS_PREFIX,
+}
+CELERY_TASK_TIME_LIMIT = env_int("SQUIRREL_TASK_TIME_LIMIT", 600, minimum=10)
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("SQUIRREL_TASK_SOFT_TIME_LIMIT", 540, minimum=5)
+
+# --- EPICS and the monitor --------------------------------------------------------------------
+EPICS_CONNECT_TIMEOUT = env_float("SQUIRREL_EPICS_CONNECT_TIMEOUT", 2.0, minimum=0.05)
+EPICS_TIMEOUT = env_float("SQUIRREL_EPICS_TIMEOUT", 5.0, minimum=0.05)
+EPICS_CONCURRENCY = env_int("SQUIRREL_EPICS_CONCURRENCY", 5000, minimum=1)
+MONITOR_FLUSH_INTERVAL = env_float("SQUIRREL_MONITOR_FLUSH_INTERVAL", 0.1, minimum=0.01)
+MONITOR_HEARTBEAT_INTERVAL = env_float("SQUIRREL_MONITOR_HEARTBEAT_INTERVAL", 1.0, minimum=0.1)
+MONITOR_LOCK_TTL = env_float("SQUIRREL_MONITOR_LOCK_TTL", 6.0, minimum=1.0)
+MONITOR_CATALOG_POLL = env_float("SQUIRREL_MONITOR_CATALOG_POLL", 2.0, minimum=0.1)
+MONITOR_ALIVE_SECONDS = env_float("SQUIRREL_MONITOR_ALIVE_SECONDS", 5.0, minimum=0.5)
+
+# --- Snapshots, restore, live values -------------------------------------------------------------
+SNAPSHOT_MAX_CACHE_AGE = env_float("SQUIRREL_SNAPSHOT_MAX_CACHE_AGE", 300.0, minimum=0.0)
+PLAN_MAX_AGE = env_float("SQUIRREL_PLAN_MAX_AGE", 300.0, minimum=1.0)
+WEBSOCKET_BATCH_INTERVAL_MS = env_int("SQUIRREL_WEBSOCKET_BATCH_INTERVAL_MS", 100, minimum=10)
+WEBSOCKET_HEARTBEAT_INTERVAL = env_float("SQUIRREL_WEBSOCKET_HEARTBEAT_INTERVAL", 5.0, minimum=0.5)
+WEBSOCKET_MAX_PVS_PER_MESSAGE = env_int("SQUIRREL_WEBSOCKET_MAX_PVS_PER_MESSAGE", 50000, minimum=1)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("SQUIRREL_LOG_LEVEL", "INFO").upper()},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

@@ -1,0 +1,86 @@
+"""Fixtures shared by every test: API clients, keys, and Redis cleanup.
+
+Tests run against the real PostgreSQL and Redis on loopback. Each run has its own Redis key
+prefix (settings.TESTING), and every key under it is deleted when the run ends.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import pytest
+import redis
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from squirrel.models import TOKEN_PREFIX, ApiKey, hash_token
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _redis_cleanup() -> Iterator[None]:
+    yield
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    keys = list(client.scan_iter(match=f"{settings.REDIS_PREFIX}*", count=10_000))
+    for start in range(0, len(keys), 5000):
+        client.delete(*keys[start : start + 5000])
+    client.close()
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    yield client
+    keys = list(client.scan_iter(match=f"{settings.REDIS_PREFIX}*", count=10_000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def api() -> APIClient:
+    """A client with no key: what the unchanged React frontend is."""
+    return APIClient()
+
+
+def make_key(name: str, *, read: bool, write: bool) -> tuple[ApiKey, str]:
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey.objects.create(
+        app_name=name, token_hash=hash_token(token), read_access=read, write_access=write
+    )
+    return key, token
+
+
+@pytest.fixture
+def read_client(db) -> APIClient:
+    _, token = make_key("reader", read=True, write=False)
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=token)
+    return client
+
+
+@pytest.fixture
+def write_client(db) -> APIClient:
+    _, token = make_key("writer", read=True, write=True)
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=token)
+    return client
+
+
+def payload(response) -> object:
+    """The envelope's payload of a successful response, after checking the envelope."""
+    body = response.json()
+    assert response.status_code == 200, body
+    assert set(body) == {"errorCode", "errorMessage", "payload"}, body
+    assert body["errorCode"] == 0 and body["errorMessage"] is None
+    return body["payload"]
+
+
+def error(response, status: int) -> str:
+    """The message of an enveloped error, after checking status and shape."""
+    body = response.json()
+    assert response.status_code == status, body
+    assert body["errorCode"] == status and body["payload"] is None, body
+    assert isinstance(body["errorMessage"], str) and body["errorMessage"], body
+    assert body["detail"] == body["errorMessage"]
+    return body["errorMessage"]
