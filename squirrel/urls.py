@@ -13,11 +13,12 @@ urlpatterns = [
     path("openapi.json", SpectacularAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("v1/", include("squirrel.api_urls")),
+    # monitor first: its /v1/pvs/live* routes must win over /v1/pvs/<id>.
+    path("v1/", include("monitor.urls")),
     path("v1/", include("pvs.urls")),
     path("v1/", include("tags.urls")),
     path("v1/", include("snapshots.urls")),
     path("v1/", include("jobs.urls")),
-    path("v1/", include("monitor.urls")),
     path("", include("monitor.page_urls")),
 ]
 
