@@ -1,0 +1,58 @@
+# One task runner: setup, up, migrate, demo, test, lint, run, worker, monitor, bench.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export EPICS_CA_ADDR_LIST ?= 127.0.0.1
+export EPICS_CA_AUTO_ADDR_LIST ?= NO
+
+.PHONY: setup up migrate demo demo-small test lint check run worker monitor sim-ioc bench clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+setup: $(VENV)/.installed
+
+up:
+	bash scripts/services.sh
+	bash scripts/ensure_db.sh
+
+migrate: setup up
+	$(PY) manage.py migrate --noinput
+
+demo: setup up
+	bash scripts/demo.sh
+
+demo-small: setup up
+	SQUIRREL_DEMO_PVS=2000 bash scripts/demo.sh
+
+check: setup
+	$(PY) manage.py check
+	$(PY) manage.py makemigrations --check --dry-run
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: setup up
+	$(VENV)/bin/ruff check .
+	$(PY) manage.py check
+	$(PY) manage.py makemigrations --check --dry-run
+	$(VENV)/bin/pytest -q
+
+run: setup
+	$(VENV)/bin/daphne -b 127.0.0.1 -p 8080 squirrel.asgi:application
+
+worker: setup
+	$(VENV)/bin/celery -A squirrel worker --loglevel=info
+
+monitor: setup
+	$(PY) manage.py monitor
+
+sim-ioc: setup
+	$(PY) manage.py sim_ioc --count $${SQUIRREL_DEMO_PVS:-50000} --prefix SIM
+
+clean:
+	rm -rf $(VENV) staticfiles .demo
