@@ -1,3 +1,10 @@
 """WebSocket routes of the monitor app (contract §4.1)."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from monitor.consumers import LiveValuesConsumer
+
+websocket_urlpatterns = [
+    path("v1/ws/pvs", LiveValuesConsumer.as_asgi()),
+    path("v1/ws/live", LiveValuesConsumer.as_asgi()),
+]

@@ -1,0 +1,144 @@
+"""WebSocket live values (contract §4): /v1/ws/pvs and its alias /v1/ws/live.
+
+The consumer only parses frames, checks read scope at connect, and hands subscriptions to the
+process's FanOut (monitor.fanout), which owns the Redis listener and the batching.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from monitor.fanout import Client, fanout
+from monitor.live import live_addresses_for_snapshot, live_addresses_for_tags
+from squirrel.api import dumps
+from squirrel.auth import anonymous_principal, principal_for_token
+
+POLICY_VIOLATION = 1008
+
+
+class LiveValuesConsumer(AsyncWebsocketConsumer):
+    """Subscribe to PVs by name, tag or snapshot; receive ``initial`` then batched ``diff``s."""
+
+    # Live values go through our own fan-out, never through the channel layer.
+    channel_layer_alias = "squirrel-no-channel-layer"
+
+    client: Client | None = None
+
+    async def connect(self) -> None:
+        principal = await self._principal()
+        if principal is None or not principal.read:
+            await self.close(code=POLICY_VIOLATION)
+            return
+        await self.accept()
+        self.client = fanout().add_client(self._send_json)
+
+    async def disconnect(self, code: int) -> None:
+        if self.client is not None:
+            fanout().remove_client(self.client)
+            self.client = None
+
+    async def _principal(self) -> Any:
+        headers = dict(self.scope.get("headers") or [])
+        token = headers.get(b"x-api-key", b"").decode()
+        if not token:
+            query = parse_qs(self.scope.get("query_string", b"").decode())
+            token = (query.get("api_key") or [""])[0]
+        if token:
+            return await database_sync_to_async(principal_for_token)(token)
+        return anonymous_principal()
+
+    async def _send_json(self, message: dict[str, Any]) -> None:
+        await self.send(text_data=dumps(message))
+
+    async def _error(self, message: str) -> None:
+        await self._send_json({"type": "error", "message": message})
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.client is None:
+            return
+        try:
+            message = json.loads(text_data if text_data is not None else bytes_data or b"")
+        except (ValueError, UnicodeDecodeError):
+            await self._error("Malformed message: not JSON")
+            return
+        if not isinstance(message, dict):
+            await self._error("Malformed message: expected a JSON object")
+            return
+        kind = message.get("type")
+        handler = {
+            "subscribe": self._subscribe,
+            "unsubscribe": self._unsubscribe,
+            "get_all": self._get_all,
+            "ping": self._ping,
+        }.get(kind)
+        if handler is not None:  # unknown types are ignored (contract §4.2)
+            await handler(message)
+
+    async def _names(self, message: dict[str, Any]) -> list[str] | None:
+        """The names a (un)subscribe message asks for, or None after sending an error."""
+        names = message.get("pvNames", message.get("pv_names", []))
+        if names is None:
+            names = []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            await self._error("pvNames must be a list of strings")
+            return None
+        names = list(names)
+        try:
+            tag_ids = message.get("tagIds")
+            if tag_ids is not None:
+                if not isinstance(tag_ids, list):
+                    await self._error("tagIds must be a list of tag ids")
+                    return None
+                names += await database_sync_to_async(live_addresses_for_tags)(tag_ids=tag_ids)
+            snapshot_id = message.get("snapshotId")
+            if snapshot_id is not None:
+                names += await database_sync_to_async(live_addresses_for_snapshot)(
+                    snapshot_id=str(snapshot_id)
+                )
+        except ValueError as exc:
+            await self._error(str(exc))
+            return None
+        if len(names) > settings.WEBSOCKET_MAX_PVS_PER_MESSAGE:
+            await self._error(
+                f"Too many PVs in one message ({len(names)} > "
+                f"{settings.WEBSOCKET_MAX_PVS_PER_MESSAGE}); split it"
+            )
+            return None
+        return list(dict.fromkeys(names))
+
+    async def _subscribe(self, message: dict[str, Any]) -> None:
+        names = await self._names(message)
+        if names is None or self.client is None:
+            return
+        hub = fanout()
+        hub.subscribe(self.client, names)
+        try:
+            values = await hub.current(names)
+        except Exception as exc:
+            await self._error(f"Failed to read cached values: {exc}")
+            return
+        if values:
+            await self._send_json({"type": "initial", "data": values, "count": len(values)})
+
+    async def _unsubscribe(self, message: dict[str, Any]) -> None:
+        names = await self._names(message)
+        if names is not None and self.client is not None:
+            fanout().unsubscribe(self.client, names)
+
+    async def _get_all(self, message: dict[str, Any]) -> None:
+        try:
+            values = await fanout().everything()
+        except Exception as exc:
+            await self._error(f"Failed to get values: {exc}")
+            return
+        await self._send_json({"type": "all_values", "values": values, "count": len(values)})
+
+    async def _ping(self, message: dict[str, Any]) -> None:
+        await self._send_json({"type": "pong", "timestamp": time.time()})

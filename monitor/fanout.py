@@ -1,0 +1,248 @@
+"""Per-process fan-out of live values to WebSocket clients (DESIGN.md "WebSocket").
+
+One listener per web process reads the monitor's update batches from Redis pub/sub. An
+in-memory index maps each address to the local clients that want it; an update is encoded to
+its wire form once and stored in each interested client's ``pending`` dict (latest value per PV
+wins). A flush loop every ``WEBSOCKET_BATCH_INTERVAL_MS`` sends each client one ``diff`` with
+its pending entries. A client whose previous send has not finished is skipped until it has:
+its pending dict keeps coalescing, so its memory is bounded by the number of PVs it subscribes
+to and it never delays the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import msgpack
+from django.conf import settings
+
+from monitor import events
+from monitor.values import to_wire, unpack
+
+log = logging.getLogger(__name__)
+
+Sender = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Client:
+    """One connected socket: what it wants, what is waiting for it, whether a send is in flight."""
+
+    __slots__ = ("id", "send", "wanted", "pending", "busy", "sent_diffs", "skipped_flushes")
+
+    def __init__(self, send: Sender) -> None:
+        self.id = uuid.uuid4().hex
+        self.send = send
+        self.wanted: set[str] = set()
+        self.pending: dict[str, dict[str, Any]] = {}
+        self.busy = False
+        self.sent_diffs = 0
+        self.skipped_flushes = 0
+
+
+class FanOut:
+    """The process's listener, subscription index and flush loop (one per event loop)."""
+
+    def __init__(self) -> None:
+        self.clients: dict[str, Client] = {}
+        self.index: dict[str, set[Client]] = {}
+        self.monitor_heartbeat: float | None = None
+        self.messages_received = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._redis = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._tasks:
+            return
+        self._redis = events.async_redis()
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="fanout-listen"),
+            asyncio.create_task(self._flush_loop(), name="fanout-flush"),
+            asyncio.create_task(self._heartbeat_loop(), name="fanout-heartbeat"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    # -- clients and subscriptions ----------------------------------------------------------
+    def add_client(self, send: Sender) -> Client:
+        client = Client(send)
+        self.clients[client.id] = client
+        self.start()
+        return client
+
+    def remove_client(self, client: Client) -> None:
+        self.unsubscribe(client, list(client.wanted))
+        self.clients.pop(client.id, None)
+
+    def subscribe(self, client: Client, names: Iterable[str]) -> list[str]:
+        added = []
+        for name in names:
+            if name not in client.wanted:
+                client.wanted.add(name)
+                self.index.setdefault(name, set()).add(client)
+                added.append(name)
+        return added
+
+    def unsubscribe(self, client: Client, names: Iterable[str]) -> None:
+        for name in names:
+            client.wanted.discard(name)
+            client.pending.pop(name, None)
+            subscribers = self.index.get(name)
+            if subscribers is not None:
+                subscribers.discard(client)
+                if not subscribers:
+                    del self.index[name]
+
+    # -- reading the cache ----------------------------------------------------------------
+    async def current(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """Cached wire entries of ``names`` (uncached names left out), one HMGET."""
+        if not names:
+            return {}
+        assert self._redis is not None
+        packed = await self._redis.hmget(events.values_hash(), names)
+        return {n: to_wire(unpack(p)) for n, p in zip(names, packed, strict=True) if p is not None}
+
+    async def everything(self) -> dict[str, dict[str, Any]]:
+        assert self._redis is not None
+        raw = await self._redis.hgetall(events.values_hash())
+        return {k.decode(): to_wire(unpack(v)) for k, v in raw.items()}
+
+    # -- the three loops --------------------------------------------------------------------
+    def deliver(self, updates: dict[str, Any]) -> None:
+        """Route one batch of entries to the pending dicts of interested clients."""
+        index = self.index
+        for name, entry in updates.items():
+            subscribers = index.get(name)
+            if subscribers:
+                wire = to_wire(entry)
+                for client in subscribers:
+                    client.pending[name] = wire
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = None
+            try:
+                assert self._redis is not None
+                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                await pubsub.subscribe(events.updates_channel())
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    self.messages_received += 1
+                    try:
+                        batch = msgpack.unpackb(message["data"], raw=False)
+                        self.deliver(batch.get("u", {}))
+                    except Exception:
+                        log.exception("undecodable update batch skipped")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("update listener lost Redis (%s); retrying in 1 s", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
+
+    async def _send_diff(self, client: Client, data: dict[str, Any]) -> None:
+        try:
+            await client.send(
+                {"type": "diff", "data": data, "count": len(data), "timestamp": time.time()}
+            )
+            client.sent_diffs += 1
+        except Exception:
+            log.debug("diff to client %s failed", client.id, exc_info=True)
+        finally:
+            client.busy = False
+
+    async def _flush_loop(self) -> None:
+        interval = settings.WEBSOCKET_BATCH_INTERVAL_MS / 1000
+        while True:
+            await asyncio.sleep(interval)
+            for client in list(self.clients.values()):
+                if not client.pending:
+                    continue
+                if client.busy:
+                    client.skipped_flushes += 1
+                    continue
+                data, client.pending = client.pending, {}
+                client.busy = True
+                asyncio.create_task(self._send_diff(client, data))
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(settings.WEBSOCKET_HEARTBEAT_INTERVAL)
+            try:
+                assert self._redis is not None
+                raw = await self._redis.get(events.heartbeat_key())
+                self.monitor_heartbeat = float(raw) if raw else None
+            except Exception:
+                self.monitor_heartbeat = None
+            now = time.time()
+            alive = (
+                self.monitor_heartbeat is not None
+                and now - self.monitor_heartbeat < settings.MONITOR_ALIVE_SECONDS
+            )
+            message = {
+                "type": "heartbeat",
+                "timestamp": now,
+                "monitor_heartbeat": self.monitor_heartbeat,
+                "monitor_alive": alive,
+            }
+            for client in list(self.clients.values()):
+                if not client.busy:
+                    asyncio.create_task(_quiet(client.send(message)))
+
+    def status(self) -> dict[str, Any]:
+        """GET /v1/ws/status (contract §4.6)."""
+        return {
+            "instanceId": settings.INSTANCE_ID,
+            "multiInstanceEnabled": False,
+            "activeConnections": len(self.clients),
+            "totalSubscriptions": sum(len(c.wanted) for c in self.clients.values()),
+            "uniquePVsSubscribed": len(self.index),
+            "bufferSize": sum(len(c.pending) for c in self.clients.values()),
+            "batchIntervalMs": settings.WEBSOCKET_BATCH_INTERVAL_MS,
+        }
+
+
+async def _quiet(awaitable: Awaitable[None]) -> None:
+    with contextlib.suppress(Exception):
+        await awaitable
+
+
+_fanouts: dict[asyncio.AbstractEventLoop, FanOut] = {}
+
+
+def fanout() -> FanOut:
+    """This event loop's FanOut (a web process serves all its sockets from one loop)."""
+    loop = asyncio.get_running_loop()
+    instance = _fanouts.get(loop)
+    if instance is None:
+        instance = _fanouts[loop] = FanOut()
+    return instance
+
+
+def fanout_status() -> dict[str, Any]:
+    """Status of the fan-outs of this process (summed; normally there is one loop)."""
+    total: dict[str, Any] = FanOut().status()
+    for instance in list(_fanouts.values()):
+        for key, value in instance.status().items():
+            if isinstance(value, int) and not isinstance(value, bool) and key != "batchIntervalMs":
+                total[key] += value
+    return total
