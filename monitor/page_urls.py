@@ -1,5 +1,12 @@
 """Live-value pages served by Django (outside /v1)."""
 
+from django.urls import path
+
+from monitor import pages
+
 app_name = "pages"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("live/pvs", pages.pv_browser, name="pv-browser"),
+    path("live/snapshots/<str:snapshot_id>", pages.snapshot_live, name="snapshot-live"),
+]
