@@ -51,6 +51,12 @@ class Invalid(SquirrelError):
         self.errors = errors or []
 
 
+class PayloadTooLarge(SquirrelError):
+    """The body is over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (SQUIRREL_MAX_BODY_MB)."""
+
+    status = 413
+
+
 class Unavailable(SquirrelError):
     status = 503
 

@@ -24,6 +24,7 @@ DEBUG = env_bool("SQUIRREL_DEBUG", False)
 TESTING = "pytest" in sys.modules
 if TESTING:
     os.environ.setdefault("SQUIRREL_REDIS_PREFIX", f"squirrel-test-{os.urandom(3).hex()}:")
+    os.environ.setdefault("SQUIRREL_SECRET_KEY", f"test-only-{os.urandom(16).hex()}")
 # Required in production; a development key is allowed only while DEBUG is on, or in tests.
 SECRET_KEY = env_str(
     "SQUIRREL_SECRET_KEY",
@@ -59,6 +60,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -108,6 +110,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("SQUIRREL_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+# The web process serves its own static files (admin, Swagger UI, live pages): no extra server.
+WHITENOISE_USE_FINDERS = True
 
 # --- Redis: cache of live values, pub/sub, Celery broker, leader lock ----------------------
 REDIS_URL = env_str("SQUIRREL_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -120,6 +124,10 @@ CHANNEL_LAYERS = {
         "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}asgi"},
     }
 }
+
+# The frontend's CSV import posts the whole catalog (50K PVs, ~10 MB of JSON) in one request.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("SQUIRREL_MAX_BODY_MB", 64, minimum=1) * 1024 * 1024
+DATA_UPLOAD_MAX_NUMBER_FIELDS = None
 
 # --- API ---------------------------------------------------------------------------------------
 API_ENVELOPE = env_bool("SQUIRREL_API_ENVELOPE", True)

@@ -15,6 +15,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from squirrel.models import TOKEN_PREFIX, ApiKey, hash_token
+from tests.epics import sim_ioc  # noqa: F401  (the shared small simulated IOC)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -35,6 +36,12 @@ def redis_client() -> Iterator[redis.Redis]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@pytest.fixture
+def redis_down(settings) -> None:
+    """Point the app at a closed Redis port for one test."""
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
 
 
 @pytest.fixture

@@ -173,3 +173,22 @@ async def test_slow_client_is_bounded_and_does_not_delay_the_fast_one(rds):
     await asyncio.sleep(0.5)
     await slow.disconnect()
     await fast.disconnect()
+
+
+async def test_ws_status_counts_this_process_clients(rds):
+    from asgiref.sync import sync_to_async
+    from django.test import Client
+
+    ws = await connect()
+    await ws.send_json_to({"type": "subscribe", "pvNames": ["W:1", "W:2"]})
+    await ws.send_json_to({"type": "ping"})
+    await ws.receive_json_from(timeout=2)
+    response = await sync_to_async(Client().get)("/v1/ws/status")
+    body = response.json()
+    assert response.status_code == 200
+    assert set(body) == {"instanceId", "multiInstanceEnabled", "activeConnections",
+                         "totalSubscriptions", "uniquePVsSubscribed", "bufferSize",
+                         "batchIntervalMs"}  # fmt: skip
+    assert body["activeConnections"] >= 1 and body["uniquePVsSubscribed"] >= 2
+    assert body["batchIntervalMs"] == 100 and body["multiInstanceEnabled"] is False
+    await ws.disconnect()

@@ -1,0 +1,116 @@
+"""``manage.py sim_ioc``: serve a simulated accelerator over Channel Access on loopback.
+
+Generates an EPICS database (monitor.sim), loads it into the real IOC core from the ``softioc``
+package, prints ``sim_ioc ready: N channels on port PORT`` and serves until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from monitor import sim
+
+# Loopback defaults for the IOC's server side; an explicit environment wins.
+_SERVER_ENV = {
+    "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
+    "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
+    "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+    "EPICS_CA_ADDR_LIST": "127.0.0.1",
+    "EPICS_CA_AUTO_ADDR_LIST": "NO",
+}
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class Command(BaseCommand):
+    help = "Serve a simulated accelerator (N devices = setpoint + readback) over Channel Access."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--count", type=int, default=100, help="number of devices")
+        parser.add_argument("--prefix", default="SIM", help="PV name prefix")
+        parser.add_argument(
+            "--port", type=int, help="EPICS_CA_SERVER_PORT (default: environment or 5064)"
+        )
+        parser.add_argument(
+            "--update-share",
+            type=float,
+            default=0.1,
+            help="share of all channels that change periodically (0..1)",
+        )
+        parser.add_argument("--rate", type=float, default=1.0, help="update rate in Hz")
+        parser.add_argument("--write-csv", type=Path, help="write the import_pvs CSV catalog")
+        parser.add_argument(
+            "--csv-only", action="store_true", help="write the CSV (--write-csv) and exit"
+        )
+
+    def handle(self, *args, count, prefix, port, update_share, rate, write_csv, csv_only, **kw):
+        if csv_only and write_csv is None:
+            raise CommandError("--csv-only needs --write-csv FILE")
+        if not prefix or any(c in prefix for c in ' "\\'):
+            raise CommandError("--prefix must be non-empty without spaces, quotes or backslashes")
+        try:
+            devices = sim.sim_devices(count=count, prefix=prefix, update_share=update_share)
+            sim.scan_for_rate(rate)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        if write_csv is not None:
+            sim.catalog_save(devices=devices, path=write_csv)
+            self.stderr.write(f"sim_ioc: wrote {len(devices)} devices to {write_csv}")
+        if csv_only:
+            return
+        self._serve(devices=devices, port=port, rate=rate)
+
+    def _serve(self, *, devices: list[sim.Device], port: int | None, rate: float) -> None:
+        if port is not None:
+            os.environ["EPICS_CA_SERVER_PORT"] = str(port)
+        port = int(os.environ.get("EPICS_CA_SERVER_PORT", "5064"))
+        for name, value in _SERVER_ENV.items():
+            os.environ.setdefault(name, value)
+        # The IOC core silently falls back to a random port when its port is taken: refuse.
+        if not _port_free(port):
+            raise CommandError(f"TCP port {port} is already in use")
+
+        started = time.monotonic()
+        from softioc import softioc  # the IOC core; heavy, so imported only when serving
+
+        with tempfile.TemporaryDirectory(prefix="sim_ioc-") as tmp:
+            path = Path(tmp) / "sim.db"
+            with path.open("w") as out:
+                channels = sim.database_write(devices=devices, rate=rate, out=out)
+            softioc.dbLoadDatabase(str(path))
+        loaded = time.monotonic()
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        # No Python device records here, so record callbacks never need a dispatcher loop.
+        softioc.iocInit(dispatcher=lambda func, *a: func(*a), enable_pva=False)
+        now = time.monotonic()
+        self.stderr.write(
+            f"sim_ioc: {len(devices)} devices: database {loaded - started:.1f} s,"
+            f" iocInit {now - loaded:.1f} s"
+        )
+        self.stdout.write(f"sim_ioc ready: {channels} channels on port {port}")
+        self.stdout.flush()
+        sys.stdout.flush()
+        while not stop.wait(1.0):
+            pass
+        self.stderr.write("sim_ioc: stopping")
+        sys.stderr.flush()
+        softioc.safeEpicsExit(0)

@@ -1,0 +1,18 @@
+"""Request shapes of the monitor routes, for the API schema.
+
+POST /v1/pvs/live is polled with thousands of names every 2 s, so the view checks this shape
+by hand (monitor.views._names) instead of running a field per name; this serializer documents
+the same rule.
+"""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+
+class LiveRequestSerializer(serializers.Serializer):
+    """``{"pv_names": [address, ...]}``: exact address strings, untrimmed."""
+
+    pv_names = serializers.ListField(
+        child=serializers.CharField(trim_whitespace=False, allow_blank=True)
+    )
