@@ -80,7 +80,7 @@ async def client(url: str, names: list[str], latencies: list[float], ready: asyn
     async with websockets.connect(url, max_size=None) as ws:
         await ws.send(json.dumps({"type": "subscribe", "pvNames": names}))
         first = json.loads(await ws.recv())
-        assert first["type"] == "initial", first["type"]
+        assert first["type"] == "initial", first
         ready.set()
         while not stop.is_set():
             try:

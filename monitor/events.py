@@ -67,6 +67,13 @@ def sync_redis() -> redis.Redis:
     return redis.Redis(connection_pool=_pool(settings.REDIS_URL))
 
 
-def async_redis() -> aioredis.Redis:
-    """A new asyncio client (one per event loop; close it when done)."""
-    return aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
+def async_redis(max_connections: int = 32) -> aioredis.Redis:
+    """A new asyncio client (one per event loop; close it when done).
+
+    Its pool blocks (up to 10 s) when all connections are busy rather than failing, so a burst
+    of callers (100 sockets subscribing at once) queues instead of erroring.
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.REDIS_URL, max_connections=max_connections, timeout=10, socket_connect_timeout=2
+    )
+    return aioredis.Redis(connection_pool=pool, auto_close_connection_pool=True)
