@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+
 from django.db import models
 
 
@@ -23,16 +26,40 @@ class PVQuerySet(models.QuerySet):
             q |= models.Q(**{f"{column}__icontains": term})
         return self.filter(q)
 
-    def with_tag_filters(self, groups: list[list[str]]) -> PVQuerySet:
+    def with_tag_filters(self, groups: Sequence[Sequence[uuid.UUID | str]]) -> PVQuerySet:
         """OR inside each group, AND across groups; empty groups are ignored."""
         qs = self
         for tag_ids in groups:
             if tag_ids:
-                qs = qs.filter(
-                    models.Exists(
-                        self.model.tags.through.objects.filter(
-                            pv_id=models.OuterRef("pk"), tag_id__in=tag_ids
-                        )
-                    )
-                )
+                qs = qs.with_any_tag(tag_ids)
         return qs
+
+    def with_any_tag(self, tag_ids: Sequence[uuid.UUID | str]) -> PVQuerySet:
+        """PVs carrying at least one of these tags (each PV once); no filter when empty."""
+        if not tag_ids:
+            return self
+        return self.filter(
+            models.Exists(
+                self.model.tags.through.objects.filter(
+                    pv_id=models.OuterRef("pk"), tag_id__in=tag_ids
+                )
+            )
+        )
+
+    def with_devices(self, devices: Sequence[str]) -> PVQuerySet:
+        """PVs whose device is one of these (exact); no filter when empty."""
+        return self.filter(device__in=devices) if devices else self
+
+    def after(self, pv_id: uuid.UUID | None) -> PVQuerySet:
+        """Rows after a continuation token (ids are compared as UUIDs, as they are ordered)."""
+        return self.filter(pk__gt=pv_id) if pv_id else self
+
+    def device_names(self) -> list[str]:
+        """Sorted distinct non-empty device names."""
+        return list(
+            self.exclude(device__isnull=True)
+            .exclude(device="")
+            .order_by("device")
+            .values_list("device", flat=True)
+            .distinct()
+        )

@@ -62,7 +62,11 @@ def test_list_and_database_url(monkeypatch):
     assert env.env_list("SQ_TEST_LIST", []) == ["a", "b", "c"]
     db = env.parse_database_url("postgresql://u:p%40ss@db.example:6543/squirrel")
     assert (db["USER"], db["PASSWORD"], db["HOST"], db["PORT"], db["NAME"]) == (
-        "u", "p@ss", "db.example", "6543", "squirrel",
+        "u",
+        "p@ss",
+        "db.example",
+        "6543",
+        "squirrel",
     )
     with pytest.raises(ImproperlyConfigured):
         env.parse_database_url("mysql://x/y")

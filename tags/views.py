@@ -1,0 +1,113 @@
+"""The /v1/tags family (contract §2.5). Thin: parse, call one service, shape the output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from tags import services
+from tags.serializers import (
+    TagCreateQuerySerializer,
+    TagCreateSerializer,
+    TagGroupCreateSerializer,
+    TagGroupOutSerializer,
+    TagGroupSummaryOutSerializer,
+    TagGroupUpdateSerializer,
+    TagsBulkOutSerializer,
+    TagsBulkSerializer,
+    TagUpdateSerializer,
+    tag_group_dto,
+    tag_group_summaries,
+)
+
+
+def _valid(serializer_class: type, data: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class TagGroupListView(APIView):
+    """GET: every group with its tag count. POST: create a group."""
+
+    @extend_schema(responses=TagGroupSummaryOutSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return Response(tag_group_summaries())
+
+    @extend_schema(request=TagGroupCreateSerializer, responses=TagGroupOutSerializer)
+    def post(self, request: Request) -> Response:
+        group = services.tag_group_create(**_valid(TagGroupCreateSerializer, request.data))
+        return Response(tag_group_dto(group))
+
+
+class TagGroupDetailView(APIView):
+    """GET: the group as a one-element array (contract §12.4). PUT, DELETE."""
+
+    @extend_schema(operation_id="v1_tags_retrieve", responses=TagGroupOutSerializer(many=True))
+    def get(self, request: Request, group_id: str) -> Response:
+        return Response([tag_group_dto(services.tag_group_get(group_id=group_id))])
+
+    @extend_schema(request=TagGroupUpdateSerializer, responses=TagGroupOutSerializer)
+    def put(self, request: Request, group_id: str) -> Response:
+        data = _valid(TagGroupUpdateSerializer, request.data)
+        return Response(tag_group_dto(services.tag_group_update(group_id=group_id, **data)))
+
+    @extend_schema(
+        parameters=[OpenApiParameter("force", bool, required=False)],
+        responses=OpenApiTypes.BOOL,
+    )
+    def delete(self, request: Request, group_id: str) -> Response:
+        services.tag_group_delete(group_id=group_id)
+        return Response(True)
+
+
+class TagListView(APIView):
+    """POST: add a tag to a group; answers the group (JAN shape)."""
+
+    @extend_schema(
+        request=TagCreateSerializer,
+        parameters=[TagCreateQuerySerializer],
+        responses=TagGroupOutSerializer,
+    )
+    def post(self, request: Request, group_id: str) -> Response:
+        services.tag_group_get(group_id=group_id)
+        data = _valid(TagCreateSerializer, request.data)
+        query = _valid(TagCreateQuerySerializer, request.query_params)
+        group, _ = services.tag_create(group_id=group_id, **data, **query)
+        return Response(tag_group_dto(group))
+
+
+class TagDetailView(APIView):
+    """PUT/DELETE one tag; both answer the whole group."""
+
+    @extend_schema(request=TagUpdateSerializer, responses=TagGroupOutSerializer)
+    def put(self, request: Request, group_id: str, tag_id: str) -> Response:
+        data = _valid(TagUpdateSerializer, request.data)
+        group = services.tag_update(group_id=group_id, tag_id=tag_id, **data)
+        return Response(tag_group_dto(group))
+
+    @extend_schema(responses=TagGroupOutSerializer)
+    def delete(self, request: Request, group_id: str, tag_id: str) -> Response:
+        group = services.tag_delete(group_id=group_id, tag_id=tag_id)
+        return Response(tag_group_dto(group))
+
+
+class TagBulkView(APIView):
+    """POST: create groups and tags by name in one call (HEAD's /v1/tags/bulk)."""
+
+    @extend_schema(request=TagsBulkSerializer, responses=TagsBulkOutSerializer)
+    def post(self, request: Request) -> Response:
+        result = services.tags_bulk_create(**_valid(TagsBulkSerializer, request.data))
+        return Response(
+            {
+                "groupsCreated": result.groups_created,
+                "tagsCreated": result.tags_created,
+                "tagsSkipped": result.tags_skipped,
+                "warnings": result.warnings,
+            }
+        )
