@@ -76,4 +76,4 @@ def async_redis(max_connections: int = 32) -> aioredis.Redis:
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.REDIS_URL, max_connections=max_connections, timeout=10, socket_connect_timeout=2
     )
-    return aioredis.Redis(connection_pool=pool, auto_close_connection_pool=True)
+    return aioredis.Redis.from_pool(pool)  # the client owns (and closes) its pool

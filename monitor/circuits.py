@@ -1,0 +1,189 @@
+"""Circuit breakers per IOC for direct Channel Access reads and writes (contract §8.1).
+
+closed -> open after ``FAILURE_THRESHOLD`` consecutive failures -> half_open after
+``COOL_DOWN`` seconds (one trial call) -> closed on success, open again on failure.
+Each process keeps its breakers in memory and writes every change to the Redis hash
+``events.circuits_key()`` (field = IOC name, value = msgpack dict). An operator may force a
+breaker open or closed (``circuit_force``); running processes pick that up from Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, TypedDict
+
+import msgpack
+import redis
+
+from monitor import events
+from squirrel.exceptions import Invalid
+
+log = logging.getLogger(__name__)
+
+FAILURE_THRESHOLD = 5
+COOL_DOWN = 30.0
+FORCED_REFRESH = 1.0  # how often a process re-reads forced states from Redis (s)
+STATES = ("closed", "open", "half_open")
+
+
+class CircuitState(TypedDict):
+    name: str
+    state: str
+    failure_count: int
+    success_count: int
+    call_count: int
+    last_failure: float | None
+    opened_at: float | None
+    forced: str | None
+
+
+def ioc_name(address: str) -> str:
+    """The IOC an address belongs to: the first two ``:`` parts when there are 3 or more, the
+    first part when there are 2, otherwise ``default`` (protocol prefix ignored)."""
+    for prefix in ("ca://", "pva://"):
+        if address.startswith(prefix):
+            address = address[len(prefix) :]
+            break
+    parts = address.split(":")
+    if len(parts) >= 3:
+        return f"{parts[0]}:{parts[1]}"
+    if len(parts) == 2:
+        return parts[0]
+    return "default"
+
+
+def _new(name: str) -> CircuitState:
+    return {
+        "name": name,
+        "state": "closed",
+        "failure_count": 0,
+        "success_count": 0,
+        "call_count": 0,
+        "last_failure": None,
+        "opened_at": None,
+        "forced": None,
+    }
+
+
+class CircuitBreakers:
+    """The breakers of one process, keyed by IOC name."""
+
+    _shared: CircuitBreakers | None = None
+    _shared_lock = threading.Lock()
+
+    def __init__(self, *, threshold: int = FAILURE_THRESHOLD, cool_down: float = COOL_DOWN):
+        self.threshold = threshold
+        self.cool_down = cool_down
+        self.states: dict[str, CircuitState] = {}
+        self.forced: dict[str, str] = {}
+        self.forced_read_at = 0.0
+
+    @classmethod
+    def shared(cls) -> CircuitBreakers:
+        """The process-wide breakers (workers keep them across tasks)."""
+        with cls._shared_lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
+    def _refresh_forced(self) -> None:
+        now = time.monotonic()
+        if now - self.forced_read_at < FORCED_REFRESH:
+            return
+        self.forced_read_at = now
+        try:
+            raw = events.sync_redis().hgetall(events.circuits_key())
+        except redis.RedisError as exc:
+            log.warning("cannot read circuit states: %s", exc)
+            return
+        forced = {}
+        for field, data in raw.items():
+            state = msgpack.unpackb(data, raw=False)
+            if state.get("forced") in ("open", "closed"):
+                forced[field.decode()] = state["forced"]
+        self.forced = forced
+
+    def allow(self, ioc: str) -> bool:
+        """May a call to ``ioc`` be made now? (An open breaker past its cool-down lets one
+        trial call through as half_open.)"""
+        self._refresh_forced()
+        forced = self.forced.get(ioc)
+        if forced is not None:
+            return forced == "closed"
+        state = self.states.get(ioc)
+        if state is None or state["state"] == "closed":
+            return True
+        if state["state"] == "open" and time.time() - (state["opened_at"] or 0) >= self.cool_down:
+            state["state"] = "half_open"
+            self._save(state)
+            return True
+        return state["state"] == "half_open"
+
+    def success(self, ioc: str) -> None:
+        state = self.states.setdefault(ioc, _new(ioc))
+        changed = state["state"] != "closed" or state["failure_count"] != 0
+        state["call_count"] += 1
+        state["success_count"] += 1
+        state["failure_count"] = 0
+        state["state"] = "closed"
+        state["opened_at"] = None
+        if changed or state["call_count"] == 1:
+            self._save(state)
+
+    def failure(self, ioc: str) -> None:
+        state = self.states.setdefault(ioc, _new(ioc))
+        now = time.time()
+        state["call_count"] += 1
+        state["failure_count"] += 1
+        state["last_failure"] = now
+        if state["state"] == "half_open" or (
+            state["state"] == "closed" and state["failure_count"] >= self.threshold
+        ):
+            state["state"] = "open"
+            state["opened_at"] = now
+            log.warning("circuit breaker for IOC %s opened", ioc)
+        self._save(state)
+
+    def _save(self, state: CircuitState) -> None:
+        stored: dict[str, Any] = dict(state)
+        try:
+            client = events.sync_redis()
+            # The forced state belongs to the operator: keep whatever Redis has.
+            current = client.hget(events.circuits_key(), state["name"])
+            forced = msgpack.unpackb(current, raw=False).get("forced") if current else None
+            stored["forced"] = forced
+            client.hset(
+                events.circuits_key(), state["name"], msgpack.packb(stored, use_bin_type=True)
+            )
+        except redis.RedisError as exc:
+            log.warning("cannot save circuit state of %s: %s", state["name"], exc)
+
+
+def circuits_read() -> list[dict[str, Any]]:
+    """Every breaker any process recorded, sorted by IOC name (for the health endpoints)."""
+    raw = events.sync_redis().hgetall(events.circuits_key())
+    states = [msgpack.unpackb(data, raw=False) for data in raw.values()]
+    for state in states:
+        if state.get("forced") in ("open", "closed"):
+            state["state"] = state["forced"]
+    return sorted(states, key=lambda s: s["name"])
+
+
+def circuit_force(*, name: str, state: str) -> None:
+    """Force the breaker of IOC ``name`` open or closed in every process ("closed" also
+    clears its failure count, so it stays closed until new failures)."""
+    if state not in ("open", "closed"):
+        raise Invalid(f"state must be 'open' or 'closed', not {state!r}")
+    client = events.sync_redis()
+    data = client.hget(events.circuits_key(), name)
+    current: dict[str, Any] = msgpack.unpackb(data, raw=False) if data else dict(_new(name))
+    current["forced"] = state
+    current["state"] = state
+    if state == "closed":
+        current["failure_count"] = 0
+        current["opened_at"] = None
+    else:
+        current["opened_at"] = time.time()
+    client.hset(events.circuits_key(), name, msgpack.packb(current, use_bin_type=True))
