@@ -1,0 +1,226 @@
+"""Request and response shapes of the snapshot read API (contract §2.2, §2.4). Never writes.
+
+``snapshot_summary_dto`` is THE SnapshotSummaryDTO (list, PUT, sync create); ``value_row_json``
+encodes one PVValueDTO straight from a ``snapshots.querysets.snapshot_value_rows`` row to JSON
+text, so a 50K-value snapshot streams without 50K dicts held at once.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from rest_framework import serializers
+
+from snapshots.models import Snapshot, ValueKind, ValueSource
+from snapshots.querysets import SIDE_WIDTH
+from snapshots.storage import side_wire_value
+
+LIST_DEFAULT_LIMIT = 100
+LIST_MAX_LIMIT = 1000
+
+
+def snapshot_summary_dto(snapshot: Snapshot) -> dict[str, Any]:
+    """SnapshotSummaryDTO with both ``comment`` and ``description`` (decision 3) and the
+    completeness counts as extra keys."""
+    return {
+        "id": str(snapshot.pk),
+        "title": snapshot.title,
+        "comment": snapshot.description,
+        "description": snapshot.description,
+        "createdDate": snapshot.created_at.isoformat(),
+        "createdBy": snapshot.created_by,
+        "pvCount": snapshot.pv_count,
+        "liveCount": snapshot.live_count,
+        "staleCount": snapshot.stale_count,
+        "rereadCount": snapshot.reread_count,
+        "failedCount": snapshot.failed_count,
+        "kind": snapshot.kind,
+    }
+
+
+def iso_utc(epoch: float | None) -> str | None:
+    """An epoch timestamp as ISO 8601 UTC with its offset (``...+00:00``)."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat()
+
+
+# snapshots.models.ValueKind members as plain ints for the hot path
+_FLOAT, _ENUM = int(ValueKind.FLOAT), int(ValueKind.ENUM)
+SOURCE_NAMES = {int(ValueSource.CACHE): "cache", int(ValueSource.DIRECT): "direct"}
+
+
+def epics_value_dto(row: tuple[Any, ...], at: int) -> dict[str, Any] | None:
+    """EpicsValueDTO of the side stored at ``row[at:at + SIDE_WIDTH]`` (None when nothing
+    was captured for it). Indexes the row in place: this runs 100K times per 50K snapshot.
+
+    Contract keys: value (an enum's integer index, as CA returns it), status, severity,
+    timestamp, units, precision, upper_ctrl_limit, lower_ctrl_limit. Extra keys: ``label``
+    (the enum string, else null) and the quality of the read: ``source`` ("cache"/"direct"),
+    ``age`` (seconds the cached value was old), ``connected``, ``error``.
+    """
+    kind = row[at]
+    source = row[at + 7]
+    error = row[at + 10]
+    if kind is None and source is None and error is None:
+        return None
+    ts = row[at + 6]
+    return {
+        "value": row[at + 1] if kind == _FLOAT else side_wire_value(kind, *row[at + 1 : at + 4]),
+        "label": row[at + 2] if kind == _ENUM else None,
+        "status": row[at + 4],
+        "severity": row[at + 5],
+        "timestamp": None if ts is None else datetime.fromtimestamp(ts, UTC),
+        "units": row[at + 11],
+        "precision": row[at + 12],
+        "upper_ctrl_limit": row[at + 13],
+        "lower_ctrl_limit": row[at + 14],
+        "source": SOURCE_NAMES.get(source),
+        "age": row[at + 8],
+        "connected": row[at + 9],
+        "error": error,
+    }
+
+
+_SP = 4
+_RB = _SP + SIDE_WIDTH
+_TAGS = _RB + SIDE_WIDTH
+
+
+def value_row_dto(row: tuple[Any, ...]) -> dict[str, Any]:
+    """PVValueDTO of one row, its ``tags`` the pre-encoded JSON the query aggregated.
+
+    Row-level status/severity/timestamp are the setpoint's, or the readback's when the PV
+    has no setpoint side (a read-only PV), so its alarm state still shows.
+    """
+    sp = epics_value_dto(row, _SP)
+    rb = epics_value_dto(row, _RB)
+    level = sp if sp is not None else rb
+    return {
+        "pvId": row[0],
+        "pvName": row[1],
+        "setpointName": row[2],
+        "readbackName": row[3],
+        "setpointValue": sp,
+        "readbackValue": rb,
+        "status": level["status"] if level is not None else None,
+        "severity": level["severity"] if level is not None else None,
+        "timestamp": level["timestamp"] if level is not None else None,
+        "tags": orjson.Fragment(row[_TAGS] or b"[]"),
+    }
+
+
+def value_row_json(row: tuple[Any, ...]) -> str:
+    """One PVValueDTO as compact JSON text. orjson writes aware datetimes as ISO 8601 with
+    their offset (``iso_utc``'s format) and NaN/Inf, should any be stored, as null."""
+    return orjson.dumps(value_row_dto(row)).decode()
+
+
+# --- requests ----------------------------------------------------------------------------------
+
+
+class SnapshotListQuerySerializer(serializers.Serializer):
+    """``limit`` (1..1000, default 100) and ``offset`` of GET /v1/snapshots."""
+
+    limit = serializers.IntegerField(
+        min_value=1, max_value=LIST_MAX_LIMIT, default=LIST_DEFAULT_LIMIT
+    )
+    offset = serializers.IntegerField(min_value=0, default=0)
+
+
+class SnapshotDetailQuerySerializer(serializers.Serializer):
+    """``limit`` (absent: all values) and ``offset`` applied to ``pvValues``."""
+
+    limit = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    offset = serializers.IntegerField(min_value=0, default=0)
+
+
+class SnapshotUpdateSerializer(serializers.Serializer):
+    """PUT body: ``title`` (1..255), ``description`` or ``comment``; null means unchanged."""
+
+    title = serializers.CharField(
+        min_length=1, max_length=255, required=False, allow_null=True, trim_whitespace=True
+    )
+    description = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, trim_whitespace=False
+    )
+    comment = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, trim_whitespace=False
+    )
+
+    def to_service(self) -> dict[str, Any]:
+        """Keyword arguments of ``snapshot_update``: only the fields that change."""
+        data = self.validated_data
+        out: dict[str, Any] = {}
+        if data.get("title") is not None:
+            out["title"] = data["title"]
+        description = data.get("description")
+        if description is None:
+            description = data.get("comment")
+        if description is not None:
+            out["description"] = description
+        return out
+
+
+def query_data(params: Any, *names: str) -> dict[str, Any]:
+    """The named query parameters that are present and non-empty (``limit=`` means absent)."""
+    return {n: params.get(n) for n in names if params.get(n) not in (None, "")}
+
+
+# --- response shapes, for the OpenAPI schema only (the DTOs above are built by hand) ----------
+
+
+class SnapshotSummaryOutSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    title = serializers.CharField()
+    comment = serializers.CharField(allow_null=True)
+    description = serializers.CharField(allow_null=True)
+    createdDate = serializers.DateTimeField()
+    createdBy = serializers.CharField(allow_null=True)
+    pvCount = serializers.IntegerField()
+    liveCount = serializers.IntegerField()
+    staleCount = serializers.IntegerField()
+    rereadCount = serializers.IntegerField()
+    failedCount = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=Snapshot.Kind.choices)
+
+
+class EpicsValueOutSerializer(serializers.Serializer):
+    value = serializers.JSONField(help_text="scalar, string, list; an enum's integer index")
+    label = serializers.CharField(allow_null=True, help_text="an enum's string, else null")
+    status = serializers.IntegerField(allow_null=True)
+    severity = serializers.IntegerField(allow_null=True)
+    timestamp = serializers.DateTimeField(allow_null=True)
+    units = serializers.CharField(allow_null=True)
+    precision = serializers.IntegerField(allow_null=True)
+    upper_ctrl_limit = serializers.FloatField(allow_null=True)
+    lower_ctrl_limit = serializers.FloatField(allow_null=True)
+    source = serializers.ChoiceField(choices=["cache", "direct"], allow_null=True)
+    age = serializers.FloatField(allow_null=True, help_text="seconds the cached value was old")
+    connected = serializers.BooleanField(allow_null=True)
+    error = serializers.CharField(allow_null=True)
+
+
+class TagInfoOutSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    groupName = serializers.CharField()
+
+
+class PVValueOutSerializer(serializers.Serializer):
+    pvId = serializers.UUIDField(allow_null=True, help_text="null once the PV is deleted")
+    pvName = serializers.CharField()
+    setpointName = serializers.CharField(allow_null=True)
+    readbackName = serializers.CharField(allow_null=True)
+    setpointValue = EpicsValueOutSerializer(allow_null=True)
+    readbackValue = EpicsValueOutSerializer(allow_null=True)
+    status = serializers.IntegerField(allow_null=True)
+    severity = serializers.IntegerField(allow_null=True)
+    timestamp = serializers.DateTimeField(allow_null=True)
+    tags = TagInfoOutSerializer(many=True)
+
+
+class SnapshotOutSerializer(SnapshotSummaryOutSerializer):
+    pvValues = PVValueOutSerializer(many=True)

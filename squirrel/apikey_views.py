@@ -1,0 +1,115 @@
+"""The /v1/api-keys routes (contract §2.7). Thin: parse, call one service, shape the DTO."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from squirrel import services
+from squirrel.auth import request_principal
+from squirrel.models import ApiKey
+
+
+def api_key_dto(key: ApiKey) -> dict[str, Any]:
+    """ApiKeyDTO: ``{id, appName, isActive, readAccess, writeAccess, createdAt, updatedAt}``."""
+    return {
+        "id": str(key.pk),
+        "appName": key.app_name,
+        "isActive": key.is_active,
+        "readAccess": key.read_access,
+        "writeAccess": key.write_access,
+        "createdAt": key.created_at.isoformat(),
+        "updatedAt": key.updated_at.isoformat(),
+    }
+
+
+class ApiKeyCreateSerializer(serializers.Serializer):
+    """POST body: every field required."""
+
+    appName = serializers.CharField(max_length=255)
+    readAccess = serializers.BooleanField()
+    writeAccess = serializers.BooleanField()
+
+
+class ApiKeyQuerySerializer(serializers.Serializer):
+    """``active_only`` (default false) and ``force`` (default false) query flags."""
+
+    active_only = serializers.BooleanField(default=False)
+    force = serializers.BooleanField(default=False)
+
+
+class ApiKeyOutSerializer(serializers.Serializer):
+    """ApiKeyDTO, for the OpenAPI schema only."""
+
+    id = serializers.UUIDField()
+    appName = serializers.CharField()
+    isActive = serializers.BooleanField()
+    readAccess = serializers.BooleanField()
+    writeAccess = serializers.BooleanField()
+    createdAt = serializers.DateTimeField()
+    updatedAt = serializers.DateTimeField()
+
+
+class ApiKeyCreatedOutSerializer(ApiKeyOutSerializer):
+    token = serializers.CharField(help_text="shown only in this answer")
+
+
+def _query(request: Request) -> dict[str, Any]:
+    data = {k: v for k, v in request.query_params.items() if k in ("active_only", "force") and v}
+    serializer = ApiKeyQuerySerializer(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _keys(request: Request):
+    keys = ApiKey.objects.all()
+    return keys.filter(is_active=True) if _query(request)["active_only"] else keys
+
+
+class ApiKeyListView(APIView):
+    """GET: every key (``active_only`` to skip deactivated ones). POST: create a key; the
+    answer is the only place its token ever appears."""
+
+    @extend_schema(parameters=[ApiKeyQuerySerializer], responses=ApiKeyOutSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return Response([api_key_dto(k) for k in _keys(request)])
+
+    @extend_schema(request=ApiKeyCreateSerializer, responses=ApiKeyCreatedOutSerializer)
+    def post(self, request: Request) -> Response:
+        serializer = ApiKeyCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        created = services.api_key_create(
+            app_name=data["appName"],
+            read_access=data["readAccess"],
+            write_access=data["writeAccess"],
+        )
+        return Response({**api_key_dto(created.key), "token": created.token})
+
+
+class ApiKeyCountView(APIView):
+    """GET: the number of keys (``active_only``), a bare integer payload."""
+
+    @extend_schema(parameters=[ApiKeyQuerySerializer], responses=OpenApiTypes.INT)
+    def get(self, request: Request) -> Response:
+        return Response(_keys(request).count())
+
+
+class ApiKeyDetailView(APIView):
+    """DELETE: deactivate a key; answers the deactivated ApiKeyDTO."""
+
+    @extend_schema(parameters=[ApiKeyQuerySerializer], responses=ApiKeyOutSerializer)
+    def delete(self, request: Request, key_id: str) -> Response:
+        principal = request_principal(request)
+        key = services.api_key_deactivate(
+            key_id=key_id,
+            current_key_id=principal.api_key_id if principal is not None else None,
+            force=_query(request)["force"],
+        )
+        return Response(api_key_dto(key))

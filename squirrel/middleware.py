@@ -1,0 +1,45 @@
+"""Streams sync streaming bodies chunk by chunk under ASGI.
+
+Django's ASGI handler otherwise collects a synchronous ``StreamingHttpResponse`` into one list
+before sending it: a 50K-value snapshot (39 MB of JSON) would sit in memory at once. This
+middleware hands such bodies over as an async iterator that pulls one chunk per hop to the
+request's sync thread (the one holding its database cursor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable
+
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
+
+
+async def _in_thread(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
+    iterator = iter(chunks)
+    sentinel = object()
+    step = sync_to_async(next, thread_sensitive=True)
+    try:
+        while (chunk := await step(iterator, sentinel)) is not sentinel:
+            yield chunk
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            await sync_to_async(close, thread_sensitive=True)()
+
+
+class AsyncStreamingMiddleware:
+    """Serve sync streaming responses incrementally when running under ASGI."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        response = self.get_response(request)
+        if (
+            isinstance(request, ASGIRequest)
+            and isinstance(response, StreamingHttpResponse)
+            and not response.is_async
+        ):
+            response.streaming_content = _in_thread(response.streaming_content)
+        return response
