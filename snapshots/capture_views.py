@@ -1,0 +1,154 @@
+"""Views of snapshot capture, comparison and export (contract §2.4, §6.1; issue 4).
+
+Thin: parse the query and body, call one service, shape the answer. ``SnapshotCreateView``
+holds the POST of ``/v1/snapshots``; the list route dispatches POST to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import StreamingHttpResponse
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from snapshots import compare, services
+from snapshots.serializers import snapshot_summary_dto
+from squirrel.auth import request_principal
+from squirrel.exceptions import Invalid
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def query_bool(request: Request, name: str, default: bool) -> bool:
+    """A boolean query parameter (true/false/1/0/yes/no/on/off), else 422."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise Invalid(
+        f"Validation error: {name}: not a boolean",
+        [{"loc": ["query", name], "msg": "Input should be a valid boolean", "type": "bool"}],
+    )
+
+
+def _created_by(request: Request) -> str | None:
+    principal = request_principal(request)
+    return principal.name if principal is not None and principal.name != "anonymous" else None
+
+
+def _description(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        raise Invalid(
+            "Validation error: body: expected an object",
+            [{"loc": ["body"], "msg": "Input should be an object", "type": "dict_type"}],
+        )
+    for key in ("comment", "description"):
+        value = data.get(key)
+        if value is not None:
+            if not isinstance(value, str):
+                raise Invalid(
+                    f"Validation error: {key}: not a string",
+                    [{"loc": ["body", key], "msg": "Input should be a string", "type": "str"}],
+                )
+            return value
+    return None
+
+
+class SnapshotCreateView(APIView):
+    """POST /v1/snapshots: queue a capture job (``async=true``) or capture now."""
+
+    def post(self, request: Request) -> Response:
+        run_async = query_bool(request, "async", True)
+        use_cache = query_bool(request, "use_cache", True)
+        description = _description(request.data)
+        title = request.data.get("title")
+        if not run_async:
+            snapshot = services.snapshot_capture(
+                title=title,
+                description=description,
+                use_cache=use_cache,
+                created_by=_created_by(request),
+            )
+            return Response(snapshot_summary_dto(snapshot))
+        job = services.snapshot_create_enqueue(
+            title=title,
+            description=description,
+            use_cache=use_cache,
+            created_by=_created_by(request),
+        )
+        message = services.snapshot_create_queued_message(
+            title=job.job_data["title"], use_cache=use_cache
+        )
+        return Response({"jobId": str(job.pk), "message": message})
+
+
+def compare_filters(request: Request) -> compare.CompareFilters:
+    """onlyDifferent (default true), repeated ``tags``, repeated ``quality``."""
+    qualities = tuple(request.query_params.getlist("quality"))
+    bad = [q for q in qualities if q not in compare.QUALITIES]
+    if bad:
+        raise Invalid(
+            f"Validation error: quality: must be one of {', '.join(compare.QUALITIES)}",
+            [{"loc": ["query", "quality"], "msg": f"Unknown quality {bad[0]!r}", "type": "enum"}],
+        )
+    return compare.CompareFilters(
+        only_different=query_bool(request, "onlyDifferent", True),
+        tag_ids=tuple(request.query_params.getlist("tags")),
+        qualities=qualities,
+    )
+
+
+class SnapshotCompareView(APIView):
+    """GET /v1/snapshots/{a}/compare/{b} (contract §6.1 + per-side detail and summary)."""
+
+    def get(self, request: Request, snapshot_id: str, other_id: str) -> Response:
+        filters = compare_filters(request)
+        result = compare.snapshot_compare(
+            snapshot1_id=snapshot_id, snapshot2_id=other_id, filters=filters
+        )
+        return Response(result.to_wire())
+
+
+class SnapshotCompareLiveView(APIView):
+    """GET /v1/snapshots/{id}/compare/live: the snapshot against the live value cache."""
+
+    def get(self, request: Request, snapshot_id: str) -> Response:
+        result = compare.snapshot_compare_live(
+            snapshot_id=snapshot_id, filters=compare_filters(request)
+        )
+        return Response(result.to_wire())
+
+
+class _IgnoreFormatParam(DefaultContentNegotiation):
+    """``?format=`` is the export's own parameter, not DRF's renderer override."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class SnapshotExportView(APIView):
+    """GET /v1/snapshots/{id}/export?format=csv|json: a file download (errors enveloped)."""
+
+    content_negotiation_class = _IgnoreFormatParam  # the file itself bypasses the renderer
+
+    def get(self, request: Request, snapshot_id: str) -> StreamingHttpResponse:
+        fmt = (request.query_params.get("format") or "json").lower()
+        if fmt not in services.EXPORT_FORMATS:
+            raise Invalid(
+                "Validation error: format: must be csv or json",
+                [{"loc": ["query", "format"], "msg": "Must be csv or json", "type": "enum"}],
+            )
+        snapshot = services.snapshot_get(snapshot_id=snapshot_id)
+        chunks = services.snapshot_export(snapshot=snapshot, fmt=fmt)
+        response = StreamingHttpResponse(chunks, content_type=services.EXPORT_CONTENT_TYPES[fmt])
+        filename = services.snapshot_export_filename(snapshot=snapshot, fmt=fmt)
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response

@@ -1,0 +1,47 @@
+"""Celery tasks of the snapshots app: thin wrappers around snapshots.services."""
+
+from __future__ import annotations
+
+import redis
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from jobs.services import job_run
+from snapshots import services
+
+# Worth another attempt: the broker, cache or database went away for a moment.
+RETRYABLE: tuple[type[Exception], ...] = (
+    ConnectionError,
+    TimeoutError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OperationalError,
+    InterfaceError,
+)
+MAX_RETRIES = 2
+
+
+@shared_task(
+    bind=True,
+    autoretry_for=RETRYABLE,
+    max_retries=MAX_RETRIES,
+    retry_backoff=2,
+    retry_backoff_max=30,
+    retry_jitter=False,
+    acks_late=True,
+    reject_on_worker_lost=True,
+)
+def snapshot_capture_task(self, job_id: str) -> str | None:
+    """Capture a snapshot for a ``snapshot_create`` job (idempotent: a completed job is not
+    captured again, and the snapshot commits together with the job's completion)."""
+
+    def will_retry(exc: Exception) -> bool:
+        return isinstance(exc, RETRYABLE) and self.request.retries < self.max_retries
+
+    outcome = job_run(job_id=job_id, work=services.snapshot_capture_job, will_retry=will_retry)
+    return outcome.result_id if outcome else None
+
+
+# Restore tasks live beside their services; imported here so the worker's autodiscovery
+# (which looks for ``<app>.tasks``) registers them.
+from snapshots.restore_tasks import restore_run_task  # noqa: E402, F401
