@@ -1,0 +1,320 @@
+"""Benchmark of restore (issue 5): 50K setpoints, POST -> job completed WITH verification.
+
+    .venv/bin/python bench/restore.py [--count 50000] [--keep]
+
+1. starts ``manage.py sim_ioc --count N`` on a free port and a real Celery worker;
+2. creates a catalog of N PVs (the sim's devices) and a snapshot whose setpoints all differ
+   from the IOC's (COPY through snapshots.storage when available);
+3. measures a bare put-with-completion of the same setpoints with the same CA client
+   (monitor.ca.CAClient.write_many), then puts the initial values back;
+4. measures the plan of all N PVs, from direct reads and from the monitor's cache;
+5. measures POST /v1/snapshots/{id}/restore -> job completed (safety snapshot, puts with
+   completion, read-back of setpoints and readbacks, outcomes recorded);
+6. prints the figures, removes its rows, Redis keys and processes.
+
+Uses the database of SQUIRREL_DATABASE_URL (migrated) and its own Redis prefix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        tcp.bind(("127.0.0.1", 0))
+        return tcp.getsockname()[1]
+
+
+PORT = _free_port()
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "squirrel.settings")
+os.environ.setdefault("SQUIRREL_SECRET_KEY", "bench")
+os.environ["SQUIRREL_REDIS_PREFIX"] = f"squirrel-bench-{uuid.uuid4().hex[:6]}:"
+os.environ["EPICS_CA_ADDR_LIST"] = f"127.0.0.1:{PORT}"
+os.environ["EPICS_CA_AUTO_ADDR_LIST"] = "NO"
+os.environ.setdefault("SQUIRREL_EPICS_TIMEOUT", "10")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.test import override_settings  # noqa: E402
+from rest_framework.test import APIClient  # noqa: E402
+
+from jobs.models import Job  # noqa: E402
+from monitor import events, sim, values  # noqa: E402
+from pvs.models import PV  # noqa: E402
+from snapshots import restore as services  # noqa: E402
+from snapshots.compare import side_from_columns  # noqa: E402
+from snapshots.models import Snapshot, SnapshotValue, ValueKind, ValueSource  # noqa: E402
+
+
+class Proc:
+    """A child process whose output is kept; waits for a line containing ``ready``."""
+
+    def __init__(self, args: list[str], ready: str, env: dict[str, str]) -> None:
+        self.lines: list[str] = []
+        self.event = threading.Event()
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        threading.Thread(target=self._pump, args=(ready,), daemon=True).start()
+
+    def _pump(self, ready: str) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if ready in line:
+                self.event.set()
+
+    def wait_ready(self, timeout: float) -> None:
+        if not self.event.wait(timeout):
+            self.stop()
+            raise SystemExit("child did not start:\n" + "".join(self.lines[-30:]))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def catalog_make(devices: list[sim.Device]) -> list[PV]:
+    pvs = [
+        PV(
+            setpoint_address=d.setpoint,
+            readback_address=d.readback,
+            device=d.name,
+            read_only=d.kind == "readonly",
+            abs_tolerance=0.05 if d.kind in ("analog", "readonly") else 0.0,
+            rel_tolerance=0.001 if d.kind in ("analog", "readonly") else 0.0,
+        )
+        for d in devices
+    ]
+    return PV.objects.bulk_create(pvs, batch_size=5000)
+
+
+def saved_value(d: sim.Device) -> tuple[int, float | None, str | None, list[float] | None]:
+    """(kind, num, text, array) of a saved setpoint that differs from the IOC's initial one."""
+    if d.kind == "analog":
+        return ValueKind.FLOAT, sim.base_value(d.index) + 1.0, None, None
+    if d.kind == "binary":
+        index = 1 - d.index % 2
+        return ValueKind.ENUM, float(index), sim.BINARY_LABELS[index], None
+    if d.kind == "multi":
+        index = (d.index + 1) % 4
+        return ValueKind.ENUM, float(index), sim.MULTI_LABELS[index], None
+    if d.kind == "string":
+        return ValueKind.STRING, None, f"saved-{d.index}", None
+    if d.kind == "waveform":
+        return ValueKind.FLOAT_ARRAY, None, None, [float(k % 7) for k in range(sim.WAVEFORM_LENGTH)]
+    return ValueKind.FLOAT, 42.0, None, None  # read-only: never written
+
+
+def snapshot_make(devices: list[sim.Device], pvs: list[PV]) -> Snapshot:
+    snap = Snapshot.objects.create(title="bench restore", pv_count=len(pvs))
+    rows = []
+    for d, pv in zip(devices, pvs, strict=True):
+        kind, num, text, array = saved_value(d)
+        rows.append(
+            SnapshotValue(
+                snapshot=snap, pv=pv, pv_name=pv.name, setpoint_address=pv.setpoint_address,
+                readback_address=pv.readback_address, sp_kind=kind, sp_num=num, sp_text=text,
+                sp_array=array, sp_source=ValueSource.DIRECT, sp_connected=True,
+            )
+        )  # fmt: skip
+    SnapshotValue.objects.bulk_create(rows, batch_size=5000)
+    return snap
+
+
+def targets_of(snap: Snapshot) -> dict[str, object]:
+    """Setpoint address -> the value the restore writes (as the plan stores it)."""
+    out: dict[str, object] = {}
+    for pv_addr, read_only, kind, num, text, array in SnapshotValue.objects.filter(
+        snapshot=snap
+    ).values_list("pv__setpoint_address", "pv__read_only", "sp_kind", "sp_num", "sp_text",
+                  "sp_array"):  # fmt: skip
+        if pv_addr and not read_only:
+            side = side_from_columns(kind, num, text, array, ValueSource.DIRECT, True, None)
+            out[pv_addr] = side.wire
+    return out
+
+
+async def _bare_put(targets: dict[str, object], timeout: float) -> tuple[float, int]:
+    from monitor.ca import CAClient
+
+    started = time.perf_counter()
+    async with CAClient() as client:
+        results = await client.write_many(targets, timeout, wait=True)
+    elapsed = time.perf_counter() - started
+    ok = sum(1 for r in results.values() if services._put_result(r).ok)
+    return elapsed, ok
+
+
+def _initial_values(devices: list[sim.Device]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for d in devices:
+        if d.setpoint is None:
+            continue
+        if d.kind == "analog":
+            out[d.setpoint] = sim.base_value(d.index)
+        elif d.kind in ("binary", "multi"):
+            out[d.setpoint] = d.index % (2 if d.kind == "binary" else 4)
+        elif d.kind == "string":
+            out[d.setpoint] = f"mode-{d.index % 7}"
+    return out
+
+
+def cache_fill(addresses: list[str]) -> float:
+    """Fill the monitor's cache from a direct read (as a running monitor would have it)."""
+    from snapshots.services import direct_read
+
+    entries = direct_read(addresses, timeout=10.0, on_chunk=lambda *_: None)
+    client = events.sync_redis()
+    started = time.perf_counter()
+    pipe = client.pipeline()
+    items = list(entries.items())
+    for i in range(0, len(items), 5000):
+        pipe.hset(events.values_hash(), mapping={a: values.pack(e) for a, e in items[i : i + 5000]})
+    pipe.set(events.heartbeat_key(), str(time.time()))
+    pipe.execute()
+    return time.perf_counter() - started
+
+
+def restore_measure(snap: Snapshot, *, inline: bool) -> tuple[float, services.Restore]:
+    """POST /v1/snapshots/{id}/restore and wait for the job: (seconds, the Restore).
+    ``inline``: run the restore in this process instead of a worker (no queue)."""
+    if inline:
+        started = time.perf_counter()
+        restore = services.restore_request(
+            snapshot_id=snap.pk, selection=services.Selection(), created_by="bench", enqueue=False
+        )
+        services.restore_run(restore_id=str(restore.pk))
+        return time.perf_counter() - started, services.restore_get(restore_id=restore.pk)
+    client = APIClient()
+    with override_settings(ROOT_URLCONF="tests.restore.urls", ANONYMOUS_ACCESS="write"):
+        started = time.perf_counter()
+        response = client.post(f"/v1/snapshots/{snap.pk}/restore", {}, format="json")
+        body = response.json()["payload"]
+    job_id = body["jobId"]
+    while True:
+        status = Job.objects.filter(pk=job_id).values_list("status", flat=True).first()
+        if status in (Job.Status.COMPLETED, Job.Status.FAILED):
+            break
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    return elapsed, services.restore_get(restore_id=body["restoreId"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--count", type=int, default=50_000)
+    parser.add_argument("--keep", action="store_true", help="keep the rows afterwards")
+    parser.add_argument("--inline", action="store_true", help="restore in this process")
+    args = parser.parse_args()
+    prefix = f"BR{uuid.uuid4().hex[:4].upper()}"
+    devices = sim.sim_devices(count=args.count, prefix=prefix, update_share=0.0)
+    env = {**os.environ, "EPICS_CA_SERVER_PORT": str(PORT),
+           "EPICS_CA_REPEATER_PORT": str(_free_port()), "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    t0 = time.perf_counter()
+    ioc = Proc(
+        [sys.executable, "manage.py", "sim_ioc", "--count", str(args.count), "--prefix", prefix,
+         "--port", str(PORT), "--update-share", "0"], "sim_ioc ready", env,
+    )  # fmt: skip
+    worker = None
+    pvs: list[PV] = []
+    snaps: list[Snapshot] = []
+    try:
+        ioc.wait_ready(180)
+        print(f"sim IOC with {args.count:,} devices ready in {time.perf_counter() - t0:.1f} s")
+        worker = None if args.inline else Proc(
+            [str(Path(sys.executable).with_name("celery")), "-A", "squirrel", "worker",
+             "-I", "snapshots.restore_tasks", "--pool", "solo", "--loglevel", "info",
+             "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            "ready", {**env, "SQUIRREL_LOG_LEVEL": "INFO"},
+        )  # fmt: skip
+        pvs = catalog_make(devices)
+        snap = snapshot_make(devices, pvs)
+        snaps.append(snap)
+        targets = targets_of(snap)
+        writable = len(targets)
+        print(f"catalog: {len(pvs):,} PVs, {writable:,} writable setpoints")
+
+        timeout = 10.0
+        bare, ok = asyncio.run(_bare_put(targets, timeout))
+        print(f"bare put-with-completion of {writable:,} setpoints (CAClient.write_many, "
+              f"incl. connect): {bare:.2f} s ({ok:,} ok)")  # fmt: skip
+        asyncio.run(_bare_put(_initial_values(devices), timeout))  # back to the start
+
+        started = time.perf_counter()
+        plan = services.restore_plan_create(
+            snapshot_id=snap.pk, selection=services.Selection(), created_by="bench"
+        )
+        plan_direct = time.perf_counter() - started
+        print(f"plan of {plan.total:,} PVs, live values read directly: {plan_direct:.2f} s "
+              f"{plan.counts}")  # fmt: skip
+        addresses = [d.setpoint for d in devices if d.setpoint]
+        cache_fill(addresses)
+        started = time.perf_counter()
+        plan = services.restore_plan_create(
+            snapshot_id=snap.pk, selection=services.Selection(), created_by="bench"
+        )
+        plan_cached = time.perf_counter() - started
+        print(f"plan of {plan.total:,} PVs, live values from the monitor's cache: "
+              f"{plan_cached:.2f} s")  # fmt: skip
+        events.sync_redis().delete(events.heartbeat_key(), events.values_hash())
+
+        if worker is not None:
+            worker.wait_ready(60)
+        for mode in ("direct", "cache"):
+            asyncio.run(_bare_put(_initial_values(devices), timeout))  # back to the start
+            if mode == "cache":
+                cache_fill([a for d in devices for a in (d.setpoint, d.readback) if a])
+            restore_time, restore = restore_measure(snap, inline=args.inline)
+            if restore.safety_snapshot_id:
+                snaps.append(restore.safety_snapshot)
+            job = restore.job
+            print(f"restore ({mode} reads) POST -> job {job.status} with verification: "
+                  f"{restore_time:.2f} s ({job.message}); counts "
+                  f"{ {k: v for k, v in restore.counts.items() if v} }")  # fmt: skip
+            if restore.started_at and restore.finished_at:
+                queue = (restore.started_at - restore.created_at).total_seconds()
+                run = (restore.finished_at - restore.started_at).total_seconds()
+                print(f"  queue wait {queue:.2f} s, run {run:.2f} s; phases {restore.timings}")
+            print(f"  ratio restore / bare put: {restore_time / bare:.2f}  (goal <= 2, <= 10 s)")
+            if job.status != Job.Status.COMPLETED:
+                print("job error:", job.error)
+                print("".join(worker.lines[-40:]) if worker else "")
+            events.sync_redis().delete(events.heartbeat_key(), events.values_hash())
+    finally:
+        if worker is not None:
+            worker.stop()
+        ioc.stop()
+        if not args.keep:
+            for s in snaps:
+                s.delete()
+            PV.objects.filter(pk__in=[p.pk for p in pvs]).delete()
+        client_r = events.sync_redis()
+        keys = list(client_r.scan_iter(match=f"{os.environ['SQUIRREL_REDIS_PREFIX']}*"))
+        if keys:
+            client_r.delete(*keys)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""Fixtures of the restore tests: snapshots built from rows, a live cache, real workers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings as django_settings
+
+from monitor import events, values
+from pvs.models import PV
+from snapshots.models import Snapshot, SnapshotValue, ValueKind, ValueSource
+
+
+def snapshot_make(rows: list[tuple[PV | None, Any]], *, title: str = "saved") -> Snapshot:
+    """A snapshot whose setpoint values are ``rows`` of (PV, value): a number, a string, a
+    (label, index) enum, or None for a failed read."""
+    snap = Snapshot.objects.create(title=title, pv_count=len(rows))
+    objs = []
+    for index, (pv, value) in enumerate(rows):
+        kind = num = text = None
+        if isinstance(value, tuple):  # (label, index) of an enum
+            kind, text, num = ValueKind.ENUM, value[0], float(value[1])
+        elif isinstance(value, str):
+            kind, text = ValueKind.STRING, value
+        elif isinstance(value, int | float):
+            kind, num = ValueKind.FLOAT, float(value)
+        objs.append(
+            SnapshotValue(
+                snapshot=snap,
+                pv=pv,
+                pv_name=pv.name if pv else f"GONE:{index}",
+                setpoint_address=pv.setpoint_address if pv else f"GONE:{index}",
+                readback_address=pv.readback_address if pv else None,
+                sp_kind=kind if value is not None else ValueKind.NONE,
+                sp_num=num,
+                sp_text=text,
+                sp_source=ValueSource.CACHE,
+                sp_connected=value is not None,
+                sp_error=None if value is not None else "no answer",
+            )
+        )
+    SnapshotValue.objects.bulk_create(objs)
+    return snap
+
+
+def cache_set(client, entries: dict[str, Any], *, connected: bool = True) -> None:
+    """Live values in the monitor's cache, with a fresh monitor heartbeat."""
+    now = time.time()
+    client.set(events.heartbeat_key(), str(now))
+    client.hset(
+        events.values_hash(),
+        mapping={
+            address: values.pack({"value": value, "connected": connected, "updated_at": now})
+            for address, value in entries.items()
+        },
+    )
+
+
+# --- a real Celery worker process --------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+CELERY = Path(sys.executable).with_name("celery")
+
+
+class Worker:
+    """``celery -A squirrel worker -I snapshots.restore_tasks`` on the test database."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+
+    def start(self, timeout: float = 30.0) -> Worker:
+        self.proc = subprocess.Popen(
+            [str(CELERY), "-A", "squirrel", "worker", "-I", "snapshots.restore_tasks",
+             "--pool", "solo", "--loglevel", "info",
+             "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        threading.Thread(target=self._pump, daemon=True).start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise RuntimeError("worker did not start:\n" + self.output()[-4000:])
+        return self
+
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if " ready." in line:
+                self._ready.set()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    db = django_settings.DATABASES["default"]
+    env = {
+        **os.environ,
+        "SQUIRREL_DATABASE_URL": (
+            f"postgresql://{db.get('USER') or 'postgres'}@{db.get('HOST') or '127.0.0.1'}:"
+            f"{db.get('PORT') or '5432'}/{db['NAME']}"
+        ),
+        "SQUIRREL_REDIS_PREFIX": django_settings.REDIS_PREFIX,
+        "SQUIRREL_SECRET_KEY": "test-worker",
+        "EPICS_CA_ADDR_LIST": os.environ.get("EPICS_CA_ADDR_LIST", "127.0.0.1"),
+        "EPICS_CA_AUTO_ADDR_LIST": "NO",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    """Append started workers; all are stopped at teardown."""
+    started: list[Worker] = []
+    yield started
+    for worker in started:
+        worker.stop()
+
+
+# --- a simulated IOC -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        tcp.bind(("127.0.0.1", 0))
+        return tcp.getsockname()[1]
+
+
+class SimIOC:
+    """``manage.py sim_ioc`` in a subprocess on its own CA port."""
+
+    def __init__(self, *, count: int, prefix: str, port: int | None = None) -> None:
+        self.count, self.prefix = count, prefix
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> SimIOC:
+        env = {
+            **os.environ,
+            "EPICS_CA_SERVER_PORT": str(self.port),
+            "EPICS_CA_REPEATER_PORT": str(free_port()),
+            "EPICS_CA_ADDR_LIST": "127.0.0.1",
+            "EPICS_CA_AUTO_ADDR_LIST": "NO",
+            "SQUIRREL_SECRET_KEY": "sim",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "sim_ioc", "--count", str(self.count),
+             "--prefix", self.prefix, "--port", str(self.port), "--update-share", "0"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if "sim_ioc ready" in line:
+                return self
+            if not line and self.proc.poll() is not None:
+                break
+        self.stop()
+        raise RuntimeError("sim_ioc did not start")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def iocs(monkeypatch) -> Iterator[list[SimIOC]]:
+    """Start IOCs with ``iocs.append(SimIOC(...).start())``; the Channel Access environment of
+    this process (and of workers started afterwards) searches exactly their ports."""
+    started: list[SimIOC] = []
+
+    def point_at(ports: list[int]) -> None:
+        monkeypatch.setenv("EPICS_CA_ADDR_LIST", " ".join(f"127.0.0.1:{p}" for p in ports))
+        monkeypatch.setenv("EPICS_CA_AUTO_ADDR_LIST", "NO")
+
+    started_ports: list[int] = []
+
+    class _List(list):
+        def append(self, ioc: SimIOC) -> None:  # type: ignore[override]
+            super().append(ioc)
+            started_ports.append(ioc.port)
+            point_at(started_ports)
+
+    holder = _List()
+    yield holder
+    for ioc in holder:
+        ioc.stop()
+    del started
+
+
+def ca_read(names: list[str], timeout: float = 3.0) -> dict[str, Any]:
+    """Values read straight from the IOC with caproto's synchronous client (not our code)."""
+    from caproto.sync.client import read
+
+    out: dict[str, Any] = {}
+    for name in names:
+        response = read(name, timeout=timeout)
+        data = response.data
+        value = data.tolist() if hasattr(data, "tolist") else list(data)
+        if value and isinstance(value[0], bytes):
+            value = [v.decode() for v in value]
+        out[name] = value[0] if len(value) == 1 else value
+    return out
+
+
+def ca_write(name: str, value: Any) -> None:
+    from caproto.sync.client import write
+
+    write(name, value, notify=True, timeout=3.0)
