@@ -12,6 +12,7 @@ from __future__ import annotations
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
+from snapshots.querysets import SnapshotQuerySet
 from squirrel.models import BaseModel
 
 
@@ -32,6 +33,8 @@ class Snapshot(BaseModel):
     stale_count = models.PositiveIntegerField(default=0)
     reread_count = models.PositiveIntegerField(default=0)
     failed_count = models.PositiveIntegerField(default=0)
+
+    objects = SnapshotQuerySet.as_manager()
 
     class Meta:
         db_table = "snapshot"
@@ -81,7 +84,11 @@ class SnapshotValue(models.Model):
     """One PV's saved setpoint and readback. Survives deletion of its PV (decision 6)."""
 
     id = models.BigAutoField(primary_key=True)
-    snapshot = models.ForeignKey(Snapshot, on_delete=models.CASCADE, related_name="values")
+    # Indexed by ix_snapshot_value_name (snapshot_id first): no separate FK index to maintain
+    # on every COPY row.
+    snapshot = models.ForeignKey(
+        Snapshot, on_delete=models.CASCADE, related_name="values", db_index=False
+    )
     pv = models.ForeignKey(
         "pvs.PV", null=True, on_delete=models.SET_NULL, related_name="snapshot_values"
     )
@@ -97,7 +104,12 @@ class SnapshotValue(models.Model):
     sp_severity = models.SmallIntegerField(null=True)
     sp_ts = models.FloatField(null=True)  # IOC timestamp, UTC epoch seconds
     sp_meta = models.ForeignKey(
-        ValueMeta, null=True, on_delete=models.PROTECT, related_name="+", db_constraint=False
+        ValueMeta,
+        null=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
     )
     sp_source = models.SmallIntegerField(null=True, choices=ValueSource.choices)
     sp_age = models.FloatField(null=True)  # age of the cached value at capture, seconds
@@ -112,7 +124,12 @@ class SnapshotValue(models.Model):
     rb_severity = models.SmallIntegerField(null=True)
     rb_ts = models.FloatField(null=True)  # IOC timestamp, UTC epoch seconds
     rb_meta = models.ForeignKey(
-        ValueMeta, null=True, on_delete=models.PROTECT, related_name="+", db_constraint=False
+        ValueMeta,
+        null=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
     )
     rb_source = models.SmallIntegerField(null=True, choices=ValueSource.choices)
     rb_age = models.FloatField(null=True)  # age of the cached value at capture, seconds
@@ -125,3 +142,179 @@ class SnapshotValue(models.Model):
 
     def __str__(self) -> str:
         return self.pv_name
+
+
+# --- Restore (issue 5): plans, audit records, per-PV outcomes, claims ------------------------
+# PV ids below are plain UUID columns, not foreign keys: a plan or an audit record keeps the id
+# of a PV that was later deleted (decision 6), and deleting a PV or a snapshot never has to
+# visit 50K plan or outcome rows.
+
+
+class PlanAction(models.IntegerChoices):
+    """What a restore plan does with one PV (labels are the wire names)."""
+
+    WRITE = 1, "write"
+    SKIP_EQUAL = 2, "skip-equal"
+    SKIP_READ_ONLY = 3, "skip-read-only"
+    SKIP_NO_VALUE = 4, "skip-no-value"
+    DISCONNECTED = 5, "disconnected"
+
+
+class Outcome(models.IntegerChoices):
+    """What happened to one PV in a restore (labels are the wire names)."""
+
+    VERIFIED = 1, "verified"
+    MISMATCH = 2, "mismatch"
+    WRITE_FAILED = 3, "write-failed"
+    TIMED_OUT = 4, "timed-out"
+    DISCONNECTED = 5, "disconnected"
+    INTERRUPTED = 6, "interrupted"  # written, but the worker died before it was verified
+    NOT_ATTEMPTED = 7, "not-attempted"  # the restore stopped before reaching it
+    SKIPPED_EQUAL = 8, "skipped-equal"
+    SKIPPED_READ_ONLY = 9, "skipped-read-only"
+    SKIPPED_NO_VALUE = 10, "skipped-no-value"
+
+
+class RestorePlan(BaseModel):
+    """A dry run of a restore against the live values at ``created_at``; executable once."""
+
+    snapshot = models.ForeignKey(Snapshot, on_delete=models.CASCADE, related_name="restore_plans")
+    created_by = models.CharField(max_length=255, null=True, blank=True)
+    pv_ids = ArrayField(models.UUIDField(), null=True, blank=True)  # selection, None = all
+    tag_filters = models.JSONField(null=True, blank=True)  # selection: [[tag id, ...], ...]
+    total = models.PositiveIntegerField(default=0)
+    counts = models.JSONField(default=dict, blank=True)  # action label -> count
+    elapsed = models.FloatField(default=0.0)  # seconds it took to compute
+
+    class Meta:
+        db_table = "restore_plan"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"plan {self.pk} of {self.snapshot_id}"
+
+
+class RestorePlanItem(models.Model):
+    """One PV of a plan: where to write, the saved value's row, the live value and the action."""
+
+    id = models.BigAutoField(primary_key=True)
+    plan = models.ForeignKey(RestorePlan, on_delete=models.CASCADE, related_name="items")
+    value_id = models.BigIntegerField(null=True)  # SnapshotValue row holding the saved value
+    pv_id = models.UUIDField(null=True)
+    pv_name = models.CharField(max_length=255)
+    setpoint_address = models.CharField(max_length=255, null=True)
+    readback_address = models.CharField(max_length=255, null=True)
+    action = models.SmallIntegerField(choices=PlanAction.choices)
+    abs_tolerance = models.FloatField(default=0.0)
+    rel_tolerance = models.FloatField(default=0.0)
+    saved = models.TextField(null=True)  # JSON of the saved setpoint (wire encoding)
+    live = models.TextField(null=True)  # JSON of the live setpoint at planning
+    delta = models.FloatField(null=True)  # |live - saved| for numeric scalars
+    note = models.TextField(null=True)
+
+    class Meta:
+        db_table = "restore_plan_item"
+        indexes = [models.Index(fields=["plan", "action"], name="ix_restore_plan_item_action")]
+
+    def __str__(self) -> str:
+        return f"{self.pv_name}: {self.get_action_display()}"
+
+
+class Restore(BaseModel):
+    """The audit record of one restore (or revert): who, when, which plan, and how it went."""
+
+    class Kind(models.TextChoices):
+        RESTORE = "restore"
+        REVERT = "revert"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        COMPLETED = "completed"
+        FAILED = "failed"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.RESTORE)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    job = models.ForeignKey(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    snapshot = models.ForeignKey(
+        Snapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="restores"
+    )
+    snapshot_title = models.CharField(max_length=255, blank=True, default="")
+    plan = models.ForeignKey(
+        RestorePlan, null=True, blank=True, on_delete=models.SET_NULL, related_name="restores"
+    )
+    safety_snapshot = models.ForeignKey(
+        Snapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reverts = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reverted_by"
+    )
+    created_by = models.CharField(max_length=255, null=True, blank=True)
+    pv_ids = ArrayField(models.UUIDField(), null=True, blank=True)  # requested selection
+    tag_filters = models.JSONField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    request_digest = models.CharField(max_length=64, blank=True, default="")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempted = models.PositiveIntegerField(default=0)  # PVs whose write was started
+    # Plan items are written in id order: every write item up to this id was (being) written.
+    attempted_through = models.BigIntegerField(null=True, blank=True)
+    total = models.PositiveIntegerField(default=0)  # PVs to write (write + disconnected)
+    success_count = models.PositiveIntegerField(default=0)
+    failure_count = models.PositiveIntegerField(default=0)
+    counts = models.JSONField(default=dict, blank=True)  # outcome label -> count
+    timings = models.JSONField(default=dict, blank=True)  # phase -> seconds
+    error = models.TextField(null=True, blank=True)
+
+    class Meta:
+        db_table = "restore"
+        ordering = ["-created_at"]
+        constraints = [
+            # A plan is executed at most once.
+            models.UniqueConstraint(fields=["plan"], name="uq_restore_plan"),
+        ]
+        indexes = [
+            models.Index(fields=["-created_at"], name="ix_restore_created"),
+            models.Index(fields=["status"], name="ix_restore_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} of {self.snapshot_title or self.snapshot_id} ({self.status})"
+
+
+class RestoreOutcome(models.Model):
+    """What one restore did to one PV; written with COPY, a chunk at a time."""
+
+    id = models.BigAutoField(primary_key=True)
+    restore = models.ForeignKey(Restore, on_delete=models.CASCADE, related_name="outcomes")
+    item_id = models.BigIntegerField(null=True)  # RestorePlanItem (kept after plan deletion)
+    pv_id = models.UUIDField(null=True)
+    pv_name = models.CharField(max_length=255)
+    outcome = models.SmallIntegerField(choices=Outcome.choices)
+    written = models.TextField(null=True)  # JSON of the value written
+    setpoint_read = models.TextField(null=True)  # JSON of the setpoint read back
+    readback_read = models.TextField(null=True)  # JSON of the readback read back
+    error = models.TextField(null=True)
+
+    class Meta:
+        db_table = "restore_outcome"
+        indexes = [models.Index(fields=["restore", "outcome"], name="ix_restore_outcome")]
+
+    def __str__(self) -> str:
+        return f"{self.pv_name}: {self.get_outcome_display()}"
+
+
+class RestoreClaim(models.Model):
+    """A PV claimed by a running restore: at most one restore writes a PV at a time."""
+
+    pv_id = models.UUIDField(primary_key=True)
+    restore = models.ForeignKey(Restore, on_delete=models.CASCADE, related_name="claims")
+
+    class Meta:
+        db_table = "restore_claim"
+
+    def __str__(self) -> str:
+        return f"{self.pv_id} -> {self.restore_id}"

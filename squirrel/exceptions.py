@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, IntegrityError
 from django.http import Http404
@@ -93,6 +94,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return error_response(422, exc.message, errors=exc.errors)
     if isinstance(exc, SquirrelError):
         return error_response(exc.status, exc.message)
+    if isinstance(exc, RequestDataTooBig):
+        return error_response(413, "Request body too large (limit: SQUIRREL_MAX_BODY_MB)")
     if isinstance(exc, drf.ValidationError):
         errors = _flatten(exc.detail)
         return error_response(422, validation_message(errors), errors=errors)
