@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 export EPICS_CA_ADDR_LIST ?= 127.0.0.1
 export EPICS_CA_AUTO_ADDR_LIST ?= NO
 
+# manage.py check/makemigrations need a key; tests make their own (squirrel/settings.py).
+check test: export SQUIRREL_SECRET_KEY ?= checks-only-not-a-secret
+
 .PHONY: setup up migrate demo demo-small test lint check run worker monitor sim-ioc bench clean
 
 $(VENV)/.installed: requirements.txt
