@@ -17,23 +17,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 from pvs.models import PV
 from tests.epics import epics_env, free_port, run_sim_ioc
+from tests.processes import database_url
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 pytestmark = [pytest.mark.browser, pytest.mark.epics, pytest.mark.django_db(transaction=True)]
-
-
-def _database_url() -> str:
-    db = settings.DATABASES["default"]
-    auth = db["USER"] or "postgres"
-    if db["PASSWORD"]:
-        auth += f":{db['PASSWORD']}"
-    return f"postgresql://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 @contextmanager
@@ -73,7 +65,7 @@ def test_pv_browser_shows_a_value_changed_on_the_ioc():
         for i in range(8):
             PV.objects.create(setpoint_address=ioc.setpoint(i), readback_address=ioc.readback(i),
                               description=f"browser test device {i}")  # fmt: skip
-        env = {**os.environ, **epics_env(ioc.port), "SQUIRREL_DATABASE_URL": _database_url(),
+        env = {**os.environ, **epics_env(ioc.port), "SQUIRREL_DATABASE_URL": database_url(),
                "SQUIRREL_ANONYMOUS_ACCESS": "read"}  # fmt: skip
         port = free_port()
         monitor_cmd = [sys.executable, "manage.py", "monitor", "--max-seconds", "120"]

@@ -13,7 +13,6 @@ import pytest
 import pytest_asyncio
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.conf import settings
 from django.db import connections
 
 from monitor.fanout import fanout
@@ -21,15 +20,11 @@ from pvs.models import PV
 from squirrel.asgi import application
 from tags.models import Tag, TagGroup
 from tests.epics import epics_env, run_sim_ioc
+from tests.processes import database_url
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
-
-
-def _database_url() -> str:
-    db = settings.DATABASES["default"]
-    return f"postgresql://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"  # noqa: E501
 
 
 @pytest_asyncio.fixture
@@ -67,7 +62,7 @@ async def test_value_from_a_real_monitor_arrives_as_a_diff_within_300_ms(hub):
         await sync_to_async(PV.objects.create)(
             setpoint_address=target, readback_address=ioc.readback(6)
         )
-        env = {**os.environ, **epics_env(ioc.port), "SQUIRREL_DATABASE_URL": _database_url()}
+        env = {**os.environ, **epics_env(ioc.port), "SQUIRREL_DATABASE_URL": database_url()}
         monitor = subprocess.Popen(
             [sys.executable, "manage.py", "monitor", "--max-seconds", "60"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

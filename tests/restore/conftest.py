@@ -5,14 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
 
 from monitor import events, values
 from pvs.models import PV
@@ -64,86 +61,7 @@ def cache_set(client, entries: dict[str, Any], *, connected: bool = True) -> Non
     )
 
 
-# --- a real Celery worker process --------------------------------------------------------------
-
-ROOT = Path(__file__).resolve().parents[2]
-CELERY = Path(sys.executable).with_name("celery")
-
-
-class Worker:
-    """``celery -A squirrel worker -I snapshots.restore_tasks`` on the test database."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.proc: subprocess.Popen | None = None
-        self.lines: list[str] = []
-        self._ready = threading.Event()
-
-    def start(self, timeout: float = 30.0) -> Worker:
-        self.proc = subprocess.Popen(
-            [str(CELERY), "-A", "squirrel", "worker", "-I", "snapshots.restore_tasks",
-             "--pool", "solo", "--loglevel", "info",
-             "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        threading.Thread(target=self._pump, daemon=True).start()
-        if not self._ready.wait(timeout):
-            self.stop()
-            raise RuntimeError("worker did not start:\n" + self.output()[-4000:])
-        return self
-
-    def _pump(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if " ready." in line:
-                self._ready.set()
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def output(self) -> str:
-        return "".join(self.lines)
-
-
-def worker_env(**extra: str) -> dict[str, str]:
-    db = django_settings.DATABASES["default"]
-    env = {
-        **os.environ,
-        "SQUIRREL_DATABASE_URL": (
-            f"postgresql://{db.get('USER') or 'postgres'}@{db.get('HOST') or '127.0.0.1'}:"
-            f"{db.get('PORT') or '5432'}/{db['NAME']}"
-        ),
-        "SQUIRREL_REDIS_PREFIX": django_settings.REDIS_PREFIX,
-        "SQUIRREL_SECRET_KEY": "test-worker",
-        "EPICS_CA_ADDR_LIST": os.environ.get("EPICS_CA_ADDR_LIST", "127.0.0.1"),
-        "EPICS_CA_AUTO_ADDR_LIST": "NO",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.update(extra)
-    return env
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    """Append started workers; all are stopped at teardown."""
-    started: list[Worker] = []
-    yield started
-    for worker in started:
-        worker.stop()
-
+from tests.processes import ROOT, Worker, worker_env, workers  # noqa: E402, F401
 
 # --- a simulated IOC -----------------------------------------------------------------------------
 
