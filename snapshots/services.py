@@ -534,19 +534,10 @@ def snapshot_export(*, snapshot: Snapshot, fmt: str) -> Iterable[str]:
     """
     rows = snapshot_export_rows(snapshot=snapshot)
     if fmt == "json":
-        head = {
-            "id": str(snapshot.pk),
-            "title": snapshot.title,
-            "comment": snapshot.description,
-            "description": snapshot.description,
-            "createdDate": snapshot.created_at.isoformat(),
-            "createdBy": snapshot.created_by,
-            "pvCount": snapshot.pv_count,
-            "liveCount": snapshot.live_count,
-            "staleCount": snapshot.stale_count,
-            "rereadCount": snapshot.reread_count,
-            "failedCount": snapshot.failed_count,
-        }
+        # the export's head is the SnapshotSummaryDTO, built in one place
+        from snapshots.serializers import snapshot_summary_dto
+
+        head = snapshot_summary_dto(snapshot)
         yield '{"snapshot":' + dumps(head) + ',"pvValues":['
         first = True
         buffer: list[str] = []
