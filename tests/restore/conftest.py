@@ -151,7 +151,7 @@ def ca_read(names: list[str], timeout: float = 3.0) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     for name in names:
-        response = read(name, timeout=timeout)
+        response = read(name, timeout=timeout, repeater=False)
         data = response.data
         value = data.tolist() if hasattr(data, "tolist") else list(data)
         if value and isinstance(value[0], bytes):
@@ -163,4 +163,4 @@ def ca_read(names: list[str], timeout: float = 3.0) -> dict[str, Any]:
 def ca_write(name: str, value: Any) -> None:
     from caproto.sync.client import write
 
-    write(name, value, notify=True, timeout=3.0)
+    write(name, value, notify=True, timeout=3.0, repeater=False)
