@@ -6,11 +6,14 @@ deployments on one Redis never see each other's keys or messages).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cache
 
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+
+from monitor.values import Entry, unpack
 
 
 def key(*parts: str) -> str:
@@ -55,6 +58,15 @@ def circuits_key() -> str:
 def catalog_version_key() -> str:
     """STRING bumped whenever the PV catalog changes, so the monitor reloads at once."""
     return key("catalog", "version")
+
+
+def values_read(names: Iterable[str]) -> dict[str, Entry]:
+    """The cached entries of ``names`` (uncached ones left out), in ONE HMGET."""
+    unique = list(dict.fromkeys(names))
+    if not unique:
+        return {}
+    raw = sync_redis().hmget(values_hash(), unique)
+    return {name: unpack(data) for name, data in zip(unique, raw, strict=True) if data is not None}
 
 
 @cache

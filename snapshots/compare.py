@@ -540,9 +540,7 @@ def live_rows(*, rows: list[Row]) -> list[Row]:
             addresses.append(r.setpoint_address)
         if r.readback_address:
             addresses.append(r.readback_address)
-    client = events.sync_redis()
-    raw = client.hmget(events.values_hash(), addresses) if addresses else []
-    cached = {a: values.unpack(b) for a, b in zip(addresses, raw, strict=True) if b is not None}
+    cached = events.values_read(addresses)
     return [
         Row(
             pv_id=r.pv_id,

@@ -193,12 +193,12 @@ def live_entries(
     """Current entries of ``addresses``: the monitor's cache (one HMGET) for connected PVs while
     the monitor is alive, a direct Channel Access read (on ``ca``, or a client of its own) for
     the others."""
-    from snapshots.services import cache_read
+    from monitor.events import values_read
 
     addresses = list(dict.fromkeys(addresses))
     found: dict[str, values.Entry] = {}
     if addresses and monitor_alive():
-        for address, entry in cache_read(addresses).items():
+        for address, entry in values_read(addresses).items():
             if entry.get("connected") and not entry.get("error"):
                 found[address] = entry
     missing = [a for a in addresses if a not in found]

@@ -93,14 +93,6 @@ def catalog_load() -> list[CatalogRow]:
         return cursor.fetchall()
 
 
-def cache_read(addresses: list[str]) -> dict[str, values.Entry]:
-    """The cached entries of ``addresses`` (absent ones left out), in ONE HMGET."""
-    if not addresses:
-        return {}
-    raw = events.sync_redis().hmget(events.values_hash(), addresses)
-    return {a: values.unpack(b) for a, b in zip(addresses, raw, strict=True) if b is not None}
-
-
 def monitor_vouched_at(*, now: float) -> float | None:
     """The oldest heartbeat of the running monitor shards, when every one is alive, else None.
 
@@ -208,7 +200,7 @@ def values_collect(
     cached: dict[str, values.Entry] = {}
     if use_cache:
         progress(15, f"Reading {len(addresses)} values from cache...")
-        cached = cache_read(addresses)
+        cached = events.values_read(addresses)
         vouched_at = monitor_vouched_at(now=now)
         clean, source = values.clean, ValueSource.CACHE
         # Fresh: connected, no error, and confirmed current within max_age -- confirmed by

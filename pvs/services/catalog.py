@@ -15,8 +15,8 @@ import redis
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from monitor.events import catalog_version_key, sync_redis, values_hash
-from monitor.values import to_wire, unpack
+from monitor.events import catalog_version_key, sync_redis, values_read
+from monitor.values import to_wire
 from pvs.models import PV
 from squirrel.exceptions import Conflict, NotFound
 from tags.models import Tag
@@ -57,14 +57,11 @@ def _uuid(value: uuid.UUID | str) -> uuid.UUID | None:
 def pv_live_values(*, addresses: Sequence[str | None]) -> tuple[dict[str, Any], str | None]:
     """Cached live values of these addresses (uncached ones left out), and an error text
     instead when Redis cannot be read."""
-    names = list(dict.fromkeys(a for a in addresses if a))
-    if not names:
-        return {}, None
     try:
-        packed = sync_redis().hmget(values_hash(), names)
+        cached = values_read(a for a in addresses if a)
     except redis.RedisError as exc:
         return {}, f"Failed to get live values: {exc}"
-    return {n: to_wire(unpack(p)) for n, p in zip(names, packed, strict=True) if p}, None
+    return {name: to_wire(entry) for name, entry in cached.items()}, None
 
 
 def pv_get(*, pv_id: uuid.UUID | str, for_update: bool = False) -> PV:
