@@ -1,7 +1,8 @@
 """Circuit breakers per IOC for direct Channel Access reads and writes (contract §8.1).
 
-closed -> open after ``FAILURE_THRESHOLD`` consecutive failures -> half_open after
-``COOL_DOWN`` seconds (one trial call) -> closed on success, open again on failure.
+closed -> open after ``settings.CIRCUIT_THRESHOLD`` consecutive failures -> half_open after
+``settings.CIRCUIT_COOL_DOWN`` seconds (one trial call) -> closed on success, open again on
+failure.
 Each process keeps its breakers in memory and writes every change to the Redis hash
 ``events.circuits_key()`` (field = IOC name, value = msgpack dict). An operator may force a
 breaker open or closed (``circuit_force``); running processes pick that up from Redis.
@@ -16,14 +17,13 @@ from typing import Any, TypedDict
 
 import msgpack
 import redis
+from django.conf import settings
 
 from monitor import events
 from squirrel.exceptions import Invalid
 
 log = logging.getLogger(__name__)
 
-FAILURE_THRESHOLD = 5
-COOL_DOWN = 30.0
 FORCED_REFRESH = 1.0  # how often a process re-reads forced states from Redis (s)
 STATES = ("closed", "open", "half_open")
 
@@ -73,9 +73,9 @@ class CircuitBreakers:
     _shared: CircuitBreakers | None = None
     _shared_lock = threading.Lock()
 
-    def __init__(self, *, threshold: int = FAILURE_THRESHOLD, cool_down: float = COOL_DOWN):
-        self.threshold = threshold
-        self.cool_down = cool_down
+    def __init__(self, *, threshold: int | None = None, cool_down: float | None = None):
+        self.threshold = settings.CIRCUIT_THRESHOLD if threshold is None else threshold
+        self.cool_down = settings.CIRCUIT_COOL_DOWN if cool_down is None else cool_down
         self.states: dict[str, CircuitState] = {}
         self.forced: dict[str, str] = {}
         self.forced_read_at = 0.0

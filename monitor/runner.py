@@ -279,6 +279,16 @@ def holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
 
 
+_TASK_STOP_TIMEOUT = 5.0
+
+
+def _cancelling() -> bool:
+    """Whether this task was asked to stop: redis-py can swallow a ``cancel()`` delivered
+    while it reconnects, so a loop that catches Redis errors checks this itself."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:
     """Sleep up to ``seconds``; True if ``stop`` was set."""
     with contextlib.suppress(TimeoutError):
@@ -362,13 +372,14 @@ async def _lead(
         finally:
             for task in [*tasks, *waiters]:
                 task.cancel()
-            for task in tasks:
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
-                except Exception:
-                    log.exception("monitor task %s failed", task.get_name())
+            # Bounded: a task stuck in a library that swallowed its cancel must not keep this
+            # process from giving up leadership (the loops also check _cancelling()).
+            done, pending = await asyncio.wait(tasks, timeout=_TASK_STOP_TIMEOUT)
+            for task in pending:
+                log.error("monitor task %s did not stop; abandoned", task.get_name())
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("monitor task %s failed", task.get_name(), exc_info=task.exception())
             await monitor.flush()  # the last batch
     if lost.is_set():
         log.warning("shard %d: lost the leader lock; back to standby", shard)
@@ -376,7 +387,7 @@ async def _lead(
 
 async def _flush_loop(monitor: Monitor) -> None:
     interval = settings.MONITOR_FLUSH_INTERVAL
-    while True:
+    while not _cancelling():
         started = time.monotonic()
         await monitor.flush()
         await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
@@ -386,7 +397,7 @@ async def _heartbeat_loop(monitor: Monitor, holder: str, shard: int, lost: async
     interval = settings.MONITOR_HEARTBEAT_INTERVAL
     ttl_ms = int(settings.MONITOR_LOCK_TTL * 1000)
     grace = max(settings.EPICS_CONNECT_TIMEOUT, 1.0)
-    while True:
+    while not _cancelling():
         try:
             renewed = await monitor.redis.eval(_RENEW, 1, events.lock_key(shard), holder, ttl_ms)
             if not renewed:
@@ -407,10 +418,16 @@ async def _catalog_loop(monitor: Monitor, shards: int, shard: int) -> None:
     checked twice a second, the DB fingerprint every ``MONITOR_CATALOG_POLL``."""
     poll = settings.MONITOR_CATALOG_POLL
     tick = min(0.5, poll)
-    version = await monitor.redis.get(events.catalog_version_key())
-    fingerprint = await _fingerprint()
+    while True:  # a stale pooled connection after a Redis restart fails once: try again
+        try:
+            version = await monitor.redis.get(events.catalog_version_key())
+            fingerprint = await _fingerprint()
+            break
+        except Exception as exc:
+            monitor.error(f"catalog check failed: {exc}")
+            await asyncio.sleep(tick)
     checked = time.monotonic()
-    while True:
+    while not _cancelling():
         await asyncio.sleep(tick)
         try:
             changed = False

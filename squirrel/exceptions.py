@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError, IntegrityError
+from django.db import DatabaseError, IntegrityError, InterfaceError
 from django.http import Http404
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -123,7 +123,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return error_response(422, validation_message(errors), errors=errors)
     if isinstance(exc, IntegrityError):
         return error_response(409, f"Constraint violated: {exc}".splitlines()[0])
-    if isinstance(exc, DatabaseError):
+    # InterfaceError ("connection already closed") is not a DatabaseError in Django's tree.
+    if isinstance(exc, DatabaseError | InterfaceError):
         log.exception("database error")
         return error_response(503, "Database unavailable, try again")
     log.exception("unhandled error in %s", context.get("view"))

@@ -200,6 +200,10 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("SQUIRREL_TASK_SOFT_TIME_LIMIT", 540, mini
 EPICS_CONNECT_TIMEOUT = env_float("SQUIRREL_EPICS_CONNECT_TIMEOUT", 2.0, minimum=0.05)
 EPICS_TIMEOUT = env_float("SQUIRREL_EPICS_TIMEOUT", 5.0, minimum=0.05)
 EPICS_CONCURRENCY = env_int("SQUIRREL_EPICS_CONCURRENCY", 5000, minimum=1)
+# Per-IOC circuit breaker (monitor/circuits.py): open after this many consecutive failed calls,
+# one trial call after the cool-down.
+CIRCUIT_THRESHOLD = env_int("SQUIRREL_CIRCUIT_THRESHOLD", 5, minimum=1)
+CIRCUIT_COOL_DOWN = env_float("SQUIRREL_CIRCUIT_COOL_DOWN", 30.0, minimum=0.1)
 MONITOR_FLUSH_INTERVAL = env_float("SQUIRREL_MONITOR_FLUSH_INTERVAL", 0.1, minimum=0.01)
 MONITOR_HEARTBEAT_INTERVAL = env_float("SQUIRREL_MONITOR_HEARTBEAT_INTERVAL", 1.0, minimum=0.1)
 MONITOR_LOCK_TTL = env_float("SQUIRREL_MONITOR_LOCK_TTL", 6.0, minimum=1.0)
