@@ -11,7 +11,9 @@ Public API (used by capture, compare, restore and the read API):
 ``snapshot_values_write(*, snapshot, values) -> int``
     Writes every CapturedValue as one ``snapshot_value`` row with PostgreSQL COPY and returns
     the row count. The caller owns the transaction: wrap the snapshot insert and this call in
-    ONE ``transaction.atomic()`` so a snapshot is visible only when complete.
+    ONE ``transaction.atomic()`` so a snapshot is visible only when complete. Takes a SHARE
+    lock on ``pv`` until that transaction ends (PV edits wait, reads and other captures don't);
+    a ``pv_id`` whose PV is gone is written as NULL.
 
 ``snapshot_value_entries(*, snapshot_id) -> Iterator[StoredValue]``
     Reads a snapshot's rows back in ``pv_name`` order, rebuilding the entries, streamed a
@@ -97,6 +99,10 @@ COPY_COLUMNS: tuple[str, ...] = (
     *(f"rb_{c}" for c in _SIDE_COLUMNS),
 )
 _COPY_SQL = f"COPY snapshot_value ({', '.join(COPY_COLUMNS)}) FROM STDIN"
+_ORPHANS_SQL = (
+    "UPDATE snapshot_value sv SET pv_id = NULL WHERE sv.snapshot_id = %s"
+    " AND sv.pv_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pv WHERE pv.id = sv.pv_id)"
+)
 _EMPTY_SIDE: tuple[None, ...] = (None,) * len(_SIDE_COLUMNS)
 _META_UNITS_MAX = ValueMeta._meta.get_field("units").max_length or 64
 
@@ -313,6 +319,10 @@ def snapshot_values_write(*, snapshot: Snapshot, values: Iterable[CapturedValue]
     metas = meta_ids(keys)
     snapshot_id = str(snapshot.pk)
     with connection.cursor() as cursor:
+        # pv_id has no database constraint (models.SnapshotValue.pv): no PV may be deleted
+        # until this transaction ends, and ids of PVs deleted since the catalog was read are
+        # nulled below -- what the constraint and SET_NULL would have given, in one statement.
+        cursor.execute("LOCK TABLE pv IN SHARE MODE")
         pg = cursor.connection  # the psycopg connection (Django's wrapper delegates)
         with pg.cursor() as raw, raw.copy(_COPY_SQL) as copy:
             write = copy.write_row
@@ -328,6 +338,7 @@ def snapshot_values_write(*, snapshot: Snapshot, values: Iterable[CapturedValue]
                         *_side_row(v.readback, v.rb_source, v.rb_age, metas),
                     )
                 )
+        cursor.execute(_ORPHANS_SQL, [snapshot_id])
     return len(rows)
 
 
