@@ -142,6 +142,18 @@ def test_values_survive_pv_deletion():
     assert stored.setpoint["value"] == 2.0
 
 
+def test_a_pv_deleted_after_the_catalog_was_read_is_stored_without_its_id():
+    """pv_id has no database constraint: the writer nulls ids whose PV is gone."""
+    kept, gone = _pv("KEPT:1"), _pv("GONE:2")
+    rows = [captured(kept, entry(1.0)), captured(gone, entry(2.0))]
+    gone.delete()  # between reading the catalog and writing the values
+    snap = snapshot_seed("s", rows)
+    by = {v.pv_name: v for v in snapshot_value_entries(snapshot_id=snap.pk)}
+    assert by["KEPT:1"].pv_id == kept.pk
+    assert by["GONE:2"].pv_id is None
+    assert by["GONE:2"].setpoint["value"] == 2.0
+
+
 def test_write_returns_count_and_empty_snapshot_has_no_rows():
     snap = snapshot_seed("empty", [])
     assert list(snapshot_value_entries(snapshot_id=snap.pk)) == []
