@@ -213,7 +213,10 @@ def values_collect(
                 confirmed = vouched_at
             if confirmed is None or now - confirmed > max_age:
                 continue
-            captured[address] = _Captured(clean(entry), source, max(0.0, now - confirmed))
+            value = entry.get("value")
+            if type(value) is not str and type(value) is not int and value is not None:
+                entry = clean(entry)  # NaN/Inf out (floats and arrays only)
+            captured[address] = _Captured(entry, source, max(0.0, now - confirmed))
         counts.live = len(captured)
     to_read = [a for a in addresses if a not in captured]
     if to_read:

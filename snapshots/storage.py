@@ -279,12 +279,11 @@ def meta_ids(keys: Iterable[tuple[Any, ...]]) -> dict[tuple[Any, ...], int]:
 
 
 def _side_row(
-    entry: Entry | None, source: Any, age: float | None, metas: dict[Any, int]
+    entry: Entry | None, source: Any, age: float | None, meta_id: int | None
 ) -> tuple[Any, ...]:
     if entry is None:
         return _EMPTY_SIDE
     kind, num, text, array, error = _value_columns(entry)
-    key = _meta_key(entry)
     return (
         kind,
         num,
@@ -293,7 +292,7 @@ def _side_row(
         _status_int(entry.get("status")),
         _status_int(entry.get("severity")),
         _finite_or_none(entry.get("timestamp")),
-        metas[key] if key is not None else None,
+        meta_id,
         int(source) if source is not None else None,
         _finite_or_none(age),
         entry.get("connected"),
@@ -309,14 +308,17 @@ def snapshot_values_write(*, snapshot: Snapshot, values: Iterable[CapturedValue]
     and sent as it is built, so the server parses while Python encodes.
     """
     rows = values if isinstance(values, list | tuple) else list(values)
+    # Each row's metadata keys, kept for the second pass (computing them costs as much as
+    # the rest of a row).
     keys: dict[tuple[Any, ...], None] = {}
+    row_keys: list[tuple[Any, Any]] = []
     for v in rows:
-        for e in (v.setpoint, v.readback):
-            if e is not None:
-                key = _meta_key(e)
-                if key is not None:
-                    keys[key] = None
-    metas = meta_ids(keys)
+        sp_key = _meta_key(v.setpoint) if v.setpoint is not None else None
+        rb_key = _meta_key(v.readback) if v.readback is not None else None
+        keys[sp_key] = keys[rb_key] = None
+        row_keys.append((sp_key, rb_key))
+    keys.pop(None, None)
+    metas: dict[Any, int | None] = {**meta_ids(keys), None: None}
     snapshot_id = str(snapshot.pk)
     with connection.cursor() as cursor:
         # pv_id has no database constraint (models.SnapshotValue.pv): no PV may be deleted
@@ -326,7 +328,7 @@ def snapshot_values_write(*, snapshot: Snapshot, values: Iterable[CapturedValue]
         pg = cursor.connection  # the psycopg connection (Django's wrapper delegates)
         with pg.cursor() as raw, raw.copy(_COPY_SQL) as copy:
             write = copy.write_row
-            for v in rows:
+            for v, (sp_key, rb_key) in zip(rows, row_keys, strict=True):
                 write(
                     (
                         snapshot_id,
@@ -334,8 +336,8 @@ def snapshot_values_write(*, snapshot: Snapshot, values: Iterable[CapturedValue]
                         v.pv_name or "",
                         v.setpoint_address,
                         v.readback_address,
-                        *_side_row(v.setpoint, v.sp_source, v.sp_age, metas),
-                        *_side_row(v.readback, v.rb_source, v.rb_age, metas),
+                        *_side_row(v.setpoint, v.sp_source, v.sp_age, metas[sp_key]),
+                        *_side_row(v.readback, v.rb_source, v.rb_age, metas[rb_key]),
                     )
                 )
         cursor.execute(_ORPHANS_SQL, [snapshot_id])
