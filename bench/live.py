@@ -1,12 +1,14 @@
 """Live-value fan-out benchmark (issue "Live values"). Run by hand; prints figures.
 
-    .venv/bin/python bench/live.py [--pvs 50000] [--clients 100] [--per-client 1000] [--seconds 20]
+    .venv/bin/python bench/live.py [--pvs 50000] [--clients 100] [--per-client 1000]
+        [--seconds 20] [--client-procs 2]
 
 Starts a real daphne web process on a free loopback port with a Redis prefix of its own, fills the
 value cache with N PVs, connects C WebSocket clients each subscribed to K PVs, then publishes
 update batches exactly as the monitor does (one HSET + one published batch every 100 ms: 10 % of
 the PVs changing at 1 Hz), and at the end one burst of all N. Each entry carries its publish time,
-so a client measures update -> client latency. Also times POST /v1/pvs/live with 5K names.
+so a client measures update -> client latency; the clients run in processes of their own. Also
+times POST /v1/pvs/live with 5K names.
 Reports latency p50/p99, updates delivered, web CPU % of one core and RSS.
 """
 
@@ -16,6 +18,7 @@ import argparse
 import asyncio
 import http.client
 import json
+import multiprocessing
 import os
 import random
 import socket
@@ -24,6 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import redis
@@ -75,8 +79,10 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def client(url: str, names: list[str], latencies: list[float], ready: asyncio.Event,
-                 counter: list[int], stop: asyncio.Event) -> None:  # fmt: skip
+async def client(url: str, names: list[str], steady: list[float], burst: list[float],
+                 ready: asyncio.Event, burst_count: Any, stop: Any) -> None:  # fmt: skip
+    """One WebSocket client: latency of each update by its entry's ``updated_at``; the burst
+    publishes value -1.0, so each latency is filed as steady or burst by the value."""
     async with websockets.connect(url, max_size=None) as ws:
         await ws.send(json.dumps({"type": "subscribe", "pvNames": names}))
         first = json.loads(await ws.recv())
@@ -91,9 +97,39 @@ async def client(url: str, names: list[str], latencies: list[float], ready: asyn
             message = json.loads(raw)
             if message["type"] != "diff":
                 continue
+            n = 0
             for value in message["data"].values():
-                latencies.append(now - value["updated_at"])
-            counter[0] += message["count"]
+                if value["value"] == -1.0:
+                    burst.append(now - value["updated_at"])
+                    n += 1
+                else:
+                    steady.append(now - value["updated_at"])
+            if n:
+                with burst_count.get_lock():
+                    burst_count.value += n
+
+
+def clients_process(url: str, subsets: list[list[str]], ready: Any, burst_count: Any,
+                    stop: Any, out: Any) -> None:  # fmt: skip
+    """A process of WebSocket clients (apart from the publisher, so that decoding 100K
+    updates here does not delay the publishing or skew the other's clock reads)."""
+
+    async def main() -> None:
+        steady: list[float] = []
+        burst: list[float] = []
+        readies = [asyncio.Event() for _ in subsets]
+        tasks = [
+            asyncio.create_task(client(url, names, steady, burst, r, burst_count, stop))
+            for names, r in zip(subsets, readies, strict=True)
+        ]
+        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), timeout=60)
+        ready.release()
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        out.put((steady, burst))
+
+    asyncio.run(main())
 
 
 def publish(rds: redis.Redis, updates: dict[str, dict]) -> None:
@@ -138,54 +174,68 @@ async def run(args: argparse.Namespace) -> None:
               f"p90 {pct(times, 0.9) * 1000:.1f} ms (30 requests)")  # fmt: skip
 
         url = f"ws://127.0.0.1:{port}/v1/ws/pvs"
-        latencies: list[float] = []
-        counter = [0]
-        stop = asyncio.Event()
-        readies = []
-        tasks = []
+        subsets = []
         for i in range(args.clients):
             start = (i * args.pvs // args.clients) % args.pvs
-            subset = [names[(start + j) % args.pvs] for j in range(args.per_client)]
-            ready = asyncio.Event()
-            readies.append(ready)
-            tasks.append(asyncio.create_task(client(url, subset, latencies, ready, counter, stop)))
-        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), timeout=60)
-        print(f"{args.clients} clients x {args.per_client} PVs subscribed; streaming "
-              f"{args.pvs // 10} changes/s for {args.seconds} s")  # fmt: skip
-        cpu0, wall0 = proc_cpu_seconds(web.pid), time.monotonic()
-        per_tick = max(1, args.pvs // 10 // 10)
-        tick = 0
-        published = 0
-        while time.monotonic() - wall0 < args.seconds:
-            batch = random.sample(names, per_tick)
-            publish(rds, {n: entry(float(tick)) for n in batch})
-            published += len(batch)
-            tick += 1
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(1.0)
-        cpu = (proc_cpu_seconds(web.pid) - cpu0) / (time.monotonic() - wall0) * 100
-        steady = list(latencies)
-        print(f"steady: {published} updates published, {counter[0]} delivered to clients; "
+            subsets.append([names[(start + j) % args.pvs] for j in range(args.per_client)])
+        ctx = multiprocessing.get_context("spawn")
+        ready, stop, out = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
+        burst_count = ctx.Value("l", 0)
+        procs = [
+            ctx.Process(
+                target=clients_process,
+                args=(url, subsets[k :: args.client_procs], ready, burst_count, stop, out),
+            )
+            for k in range(args.client_procs)
+        ]
+        for proc in procs:
+            proc.start()
+        try:
+            for _ in procs:
+                if not ready.acquire(timeout=90):
+                    raise RuntimeError("WebSocket clients did not subscribe within 90 s")
+            print(f"{args.clients} clients x {args.per_client} PVs subscribed (in "
+                  f"{args.client_procs} processes); streaming {args.pvs // 10} changes/s for "
+                  f"{args.seconds} s")  # fmt: skip
+            cpu0, wall0 = proc_cpu_seconds(web.pid), time.monotonic()
+            per_tick = max(1, args.pvs // 10 // 10)
+            tick = 0
+            published = 0
+            while time.monotonic() - wall0 < args.seconds:
+                batch = random.sample(names, per_tick)
+                publish(rds, {n: entry(float(tick)) for n in batch})
+                published += len(batch)
+                tick += 1
+                await asyncio.sleep(max(0.0, wall0 + tick * 0.1 - time.monotonic()))
+            await asyncio.sleep(1.0)
+            steady_cpu = (proc_cpu_seconds(web.pid) - cpu0) / (time.monotonic() - wall0) * 100
+            steady_rss = proc_rss_mb(web.pid)
+            cpu0, wall0 = proc_cpu_seconds(web.pid), time.monotonic()
+            for start in range(0, args.pvs, 10_000):
+                publish(rds, {n: entry(-1.0) for n in names[start : start + 10_000]})
+            expected = args.clients * args.per_client
+            deadline = time.monotonic() + 30
+            while burst_count.value < expected and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            took = time.monotonic() - wall0
+            burst_cpu = (proc_cpu_seconds(web.pid) - cpu0) / took * 100
+        finally:
+            stop.set()
+            results = [out.get(timeout=30) for _ in procs]
+            for proc in procs:
+                proc.join(10)
+                if proc.is_alive():
+                    proc.kill()
+        steady = [x for r in results for x in r[0]]
+        burst = [x for r in results for x in r[1]]
+        print(f"steady: {published} updates published, {len(steady)} delivered to clients; "
               f"latency p50 {pct(steady, 0.5) * 1000:.0f} ms, "
               f"p99 {pct(steady, 0.99) * 1000:.0f} ms; "
-              f"web CPU {cpu:.0f} % of one core, RSS {proc_rss_mb(web.pid):.0f} MB")  # fmt: skip
-        latencies.clear()
-        delivered0 = counter[0]
-        cpu0, wall0 = proc_cpu_seconds(web.pid), time.monotonic()
-        for start in range(0, args.pvs, 10_000):
-            publish(rds, {n: entry(-1.0) for n in names[start : start + 10_000]})
-        expected = args.clients * args.per_client
-        deadline = time.monotonic() + 30
-        while counter[0] - delivered0 < expected and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        took = time.monotonic() - wall0
-        cpu = (proc_cpu_seconds(web.pid) - cpu0) / took * 100
-        print(f"burst of all {args.pvs}: {counter[0] - delivered0}/{expected} client updates "
-              f"in {took:.2f} s; latency p50 {pct(latencies, 0.5) * 1000:.0f} ms, p99 "
-              f"{pct(latencies, 0.99) * 1000:.0f} ms; web CPU {cpu:.0f} %, RSS "
+              f"web CPU {steady_cpu:.0f} % of one core, RSS {steady_rss:.0f} MB")  # fmt: skip
+        print(f"burst of all {args.pvs}: {len(burst)}/{expected} client updates "
+              f"in {took:.2f} s; latency p50 {pct(burst, 0.5) * 1000:.0f} ms, p99 "
+              f"{pct(burst, 0.99) * 1000:.0f} ms; web CPU {burst_cpu:.0f} %, RSS "
               f"{proc_rss_mb(web.pid):.0f} MB")  # fmt: skip
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         web.terminate()
         try:
@@ -203,6 +253,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--per-client", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--client-procs", type=int, default=2, help="processes of clients")
     asyncio.run(run(parser.parse_args()))
 
 
