@@ -157,7 +157,14 @@ class DisconnectedView(BareHealthView):
 
 class StaleView(BareHealthView):
     @extend_schema(
-        parameters=[OpenApiParameter("max_age_seconds", float, required=False)],
+        parameters=[
+            OpenApiParameter(
+                "max_age_seconds",
+                {"type": "number", "minimum": 0, "exclusiveMinimum": True},
+                required=False,
+                description=f"default {health.DEFAULT_STALE_SECONDS}",
+            )
+        ],
         responses=OpenApiTypes.OBJECT,
     )
     def get(self, request: Request) -> Response:

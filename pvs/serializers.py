@@ -16,6 +16,7 @@ from django.db.models.functions import Cast
 from rest_framework import serializers
 
 from pvs.models import PV
+from squirrel.api import MAX_QUERY_INT
 from squirrel.exceptions import BadRequest
 from tags.models import Tag
 from tags.serializers import TagOutSerializer, tag_dto
@@ -115,6 +116,12 @@ class PVUpdateSerializer(serializers.Serializer):
         }
 
 
+class PVListQuerySerializer(serializers.Serializer):
+    """Query of GET /v1/pvs."""
+
+    pvName = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+
+
 class PagedQuerySerializer(serializers.Serializer):
     """Query of GET /v1/pvs/paged."""
 
@@ -144,6 +151,8 @@ def parse_tag_filters(raw: str | None) -> list[list[uuid.UUID]]:
         data = json.loads(raw)
     except ValueError as exc:
         raise BadRequest(f"Invalid tagFilters JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("Invalid tagFilters JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise BadRequest("Invalid tagFilters JSON: expected an object of group id -> tag ids")
     groups: list[list[uuid.UUID]] = []
@@ -164,7 +173,9 @@ class SearchQuerySerializer(serializers.Serializer):
     devices = serializers.ListField(child=serializers.CharField(), required=False, default=list)
     tags = serializers.ListField(child=serializers.UUIDField(), required=False, default=list)
     limit = serializers.IntegerField(min_value=0, max_value=1000, required=False, default=100)
-    offset = serializers.IntegerField(min_value=0, required=False, default=0)
+    offset = serializers.IntegerField(
+        min_value=0, max_value=MAX_QUERY_INT, required=False, default=0
+    )
     include_live_values = serializers.BooleanField(required=False, default=False)
 
 

@@ -23,6 +23,7 @@ from pvs.serializers import (
     PagedQuerySerializer,
     PVCreateSerializer,
     PVElementOutSerializer,
+    PVListQuerySerializer,
     PVUpdateSerializer,
     SearchOutSerializer,
     SearchQuerySerializer,
@@ -45,12 +46,10 @@ def _valid(serializer: Any) -> Any:
 class PVListView(APIView):
     """GET: the first 1000 PVs (id order) matching ``pvName``. POST: create one PV."""
 
-    @extend_schema(
-        parameters=[OpenApiParameter("pvName", str, required=False)],
-        responses=PVElementOutSerializer(many=True),
-    )
+    @extend_schema(parameters=[PVListQuerySerializer], responses=PVElementOutSerializer(many=True))
     def get(self, request: Request) -> Response:
-        qs = PV.objects.matching(request.query_params.get("pvName")).order_by("id")
+        query = _valid(PVListQuerySerializer(data=query_data(request.query_params)))
+        qs = PV.objects.matching(query.validated_data.get("pvName")).order_by("id")
         return Response(pv_elements(qs[:UNPAGED_LIMIT]))
 
     @extend_schema(request=PVCreateSerializer, responses=PVElementOutSerializer)
@@ -111,7 +110,7 @@ class PVDetailView(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("archive", bool, required=False)],
-        responses=OpenApiTypes.BOOL,
+        responses={200: OpenApiTypes.BOOL},  # the contract answers 200 true, never 204
     )
     def delete(self, request: Request, pv_id: str) -> Response:
         services.pv_delete(pv_id=pv_id)

@@ -6,16 +6,23 @@ holds the POST of ``/v1/snapshots``; the list route dispatches POST to it.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from snapshots import compare, services
-from snapshots.serializers import snapshot_summary_dto
+from snapshots.serializers import (
+    ComparisonOutSerializer,
+    SnapshotExportOutSerializer,
+    snapshot_summary_dto,
+)
 from squirrel.auth import request_principal
 from squirrel.exceptions import Invalid
 
@@ -44,6 +51,17 @@ def _created_by(request: Request) -> str | None:
     return principal.name if principal is not None and principal.name != "anonymous" else None
 
 
+def _no_nul(key: str, value: Any) -> Any:
+    """``value``, unless it is a string holding NUL, which PostgreSQL cannot store (422)."""
+    if isinstance(value, str) and "\x00" in value:
+        msg = "Null characters are not allowed."
+        raise Invalid(
+            f"Validation error: {key}: {msg}",
+            [{"loc": ["body", key], "msg": msg, "type": "null_characters_not_allowed"}],
+        )
+    return value
+
+
 def _description(data: Any) -> str | None:
     if not isinstance(data, dict):
         raise Invalid(
@@ -58,7 +76,7 @@ def _description(data: Any) -> str | None:
                     f"Validation error: {key}: not a string",
                     [{"loc": ["body", key], "msg": "Input should be a string", "type": "str"}],
                 )
-            return value
+            return _no_nul(key, value)
     return None
 
 
@@ -69,7 +87,7 @@ class SnapshotCreateView(APIView):
         run_async = query_bool(request, "async", True)
         use_cache = query_bool(request, "use_cache", True)
         description = _description(request.data)
-        title = request.data.get("title")
+        title = _no_nul("title", request.data.get("title"))  # the rest is the service's rule
         if not run_async:
             snapshot = services.snapshot_capture(
                 title=title,
@@ -90,6 +108,17 @@ class SnapshotCreateView(APIView):
         return Response({"jobId": str(job.pk), "message": message})
 
 
+COMPARE_PARAMETERS = [
+    OpenApiParameter("onlyDifferent", bool, description="default true"),
+    OpenApiParameter(
+        "tags", OpenApiTypes.UUID, many=True, description="PVs currently tagged with any"
+    ),
+    OpenApiParameter(
+        "quality", str, many=True, enum=compare.QUALITIES, description="either side's quality"
+    ),
+]
+
+
 def compare_filters(request: Request) -> compare.CompareFilters:
     """onlyDifferent (default true), repeated ``tags``, repeated ``quality``."""
     qualities = tuple(request.query_params.getlist("quality"))
@@ -101,14 +130,26 @@ def compare_filters(request: Request) -> compare.CompareFilters:
         )
     return compare.CompareFilters(
         only_different=query_bool(request, "onlyDifferent", True),
-        tag_ids=tuple(request.query_params.getlist("tags")),
+        tag_ids=tuple(_tag_id(t) for t in request.query_params.getlist("tags") if t.strip()),
         qualities=qualities,
     )
+
+
+def _tag_id(raw: str) -> str:
+    """A ``tags`` value as a canonical tag id, else 422 (blank values are no filter)."""
+    try:
+        return str(uuid.UUID(raw.strip()))
+    except ValueError:
+        raise Invalid(
+            f"Validation error: tags: {raw!r} is not a valid UUID",
+            [{"loc": ["query", "tags"], "msg": "Input should be a valid UUID", "type": "uuid"}],
+        ) from None
 
 
 class SnapshotCompareView(APIView):
     """GET /v1/snapshots/{a}/compare/{b} (contract §6.1 + per-side detail and summary)."""
 
+    @extend_schema(parameters=COMPARE_PARAMETERS, responses=ComparisonOutSerializer)
     def get(self, request: Request, snapshot_id: str, other_id: str) -> Response:
         filters = compare_filters(request)
         result = compare.snapshot_compare(
@@ -120,6 +161,7 @@ class SnapshotCompareView(APIView):
 class SnapshotCompareLiveView(APIView):
     """GET /v1/snapshots/{id}/compare/live: the snapshot against the live value cache."""
 
+    @extend_schema(parameters=COMPARE_PARAMETERS, responses=ComparisonOutSerializer)
     def get(self, request: Request, snapshot_id: str) -> Response:
         result = compare.snapshot_compare_live(
             snapshot_id=snapshot_id, filters=compare_filters(request)
@@ -139,6 +181,14 @@ class SnapshotExportView(APIView):
 
     content_negotiation_class = _IgnoreFormatParam  # the file itself bypasses the renderer
 
+    @extend_schema(
+        parameters=[OpenApiParameter("format", str, enum=services.EXPORT_FORMATS)],
+        responses={
+            (200, "application/json"): SnapshotExportOutSerializer,
+            (200, "text/csv"): OpenApiTypes.STR,
+        },
+        extensions={"x-envelope": False},
+    )
     def get(self, request: Request, snapshot_id: str) -> StreamingHttpResponse:
         fmt = (request.query_params.get("format") or "json").lower()
         if fmt not in services.EXPORT_FORMATS:

@@ -40,6 +40,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import EmptyResultSet
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, Count, IntegerField, QuerySet, Value, When
 from django.utils import timezone
@@ -515,7 +516,10 @@ def _claim(restore: Restore, pv_ids: QuerySet) -> None:
     """Claim the PVs of ``pv_ids`` (a queryset of PV ids) for ``restore`` inside the caller's
     transaction, in one statement on the server; Conflict (409) when another pending or
     running restore holds any of them."""
-    sql, params = pv_ids.query.sql_with_params()
+    try:
+        sql, params = pv_ids.query.sql_with_params()
+    except EmptyResultSet:  # an empty selection (pvIds: []): nothing to claim
+        return
     with connection.cursor() as cursor:
         cursor.execute(
             "WITH wanted AS (SELECT DISTINCT t.id FROM (" + sql + ") AS t(id) "

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -17,11 +18,45 @@ from rest_framework.views import APIView
 from snapshots import restore as services
 from snapshots.capture_views import query_bool
 from snapshots.models import Restore, RestorePlan
-from squirrel.api import dumps, stream_json
+from snapshots.serializers import (
+    ACTION_CHOICES,
+    OUTCOME_CHOICES,
+    RestoreDetailOutSerializer,
+    RestoreJobCreatedOutSerializer,
+    RestoreOutSerializer,
+    RestorePlanDetailOutSerializer,
+    RestorePlanOutSerializer,
+    RestoreResultOutSerializer,
+    RestoreSelectionSerializer,
+)
+from squirrel.api import MAX_QUERY_INT, dumps, stream_json
 from squirrel.auth import request_principal
 from squirrel.exceptions import Invalid
 
 MAX_LIST = 100
+
+# --- OpenAPI parameters of these hand-parsed queries and headers ---------------------------------
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    # documented as printable ASCII (what a header carries); any printable text is accepted
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[!-~]([ -~]*[!-~])?$"},
+    OpenApiParameter.HEADER,
+    description="1..255 characters: a repeated request with the same key answers the first one",
+)
+ASYNC = OpenApiParameter("async", bool, description="default true: queue a job")
+
+
+def _int_parameter(name: str, minimum: int, description: str = "") -> OpenApiParameter:
+    schema = {"type": "integer", "minimum": minimum, "maximum": MAX_QUERY_INT}
+    return OpenApiParameter(name, schema, description=description)
+
+
+def _page_parameters(name: str, choices: list[str]) -> list[OpenApiParameter]:
+    return [
+        OpenApiParameter(name, str, enum=choices),
+        _int_parameter("limit", 0, "absent: all"),
+        _int_parameter("offset", 0),
+    ]
 
 
 def _created_by(request: Request) -> str | None:
@@ -54,15 +89,17 @@ def _idempotency_key(request: Request) -> str | None:
     if key is None:
         return None
     key = key.strip()
-    if not key or len(key) > 255:
+    if not key or len(key) > 255 or not key.isprintable():
+        msg = "1 to 255 printable characters"
         raise Invalid(
-            "Validation error: Idempotency-Key: 1 to 255 characters",
-            [{"loc": ["header", "Idempotency-Key"], "msg": "1..255 characters", "type": "len"}],
+            f"Validation error: Idempotency-Key: {msg}",
+            [{"loc": ["header", "Idempotency-Key"], "msg": msg, "type": "len"}],
         )
     return key
 
 
 def _query_int(request: Request, name: str, default: int | None, *, minimum: int) -> int | None:
+    """An integer query parameter in ``minimum..MAX_QUERY_INT``, else 422."""
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
@@ -70,10 +107,11 @@ def _query_int(request: Request, name: str, default: int | None, *, minimum: int
         value = int(raw)
     except ValueError:
         value = minimum - 1
-    if value < minimum:
+    if not minimum <= value <= MAX_QUERY_INT:
+        msg = f"An integer from {minimum} to {MAX_QUERY_INT}"
         raise Invalid(
-            f"Validation error: {name}: an integer >= {minimum}",
-            [{"loc": ["query", name], "msg": f"An integer >= {minimum}", "type": "int"}],
+            f"Validation error: {name}: {msg.lower()}",
+            [{"loc": ["query", name], "msg": msg, "type": "int"}],
         )
     return value
 
@@ -207,6 +245,15 @@ def _outcome_json(row: tuple) -> str:
 class SnapshotRestoreView(APIView):
     """POST /v1/snapshots/{id}/restore: plan + execute in one job (``async=false``: now)."""
 
+    @extend_schema(
+        request=RestoreSelectionSerializer,
+        parameters=[ASYNC, IDEMPOTENCY_KEY],
+        responses=PolymorphicProxySerializer(
+            component_name="RestoreRequestResult",
+            serializers=[RestoreJobCreatedOutSerializer, RestoreResultOutSerializer],
+            resource_type_field_name=None,
+        ),
+    )
     def post(self, request: Request, snapshot_id: str) -> Response:
         run_async = query_bool(request, "async", True)
         restore = services.restore_request(
@@ -227,6 +274,7 @@ class SnapshotRestoreView(APIView):
 class SnapshotRestorePlanView(APIView):
     """POST /v1/snapshots/{id}/restore-plan: a dry run against the live values, stored."""
 
+    @extend_schema(request=RestoreSelectionSerializer, responses=RestorePlanOutSerializer)
     def post(self, request: Request, snapshot_id: str) -> Response:
         plan = services.restore_plan_create(
             snapshot_id=snapshot_id,
@@ -240,6 +288,10 @@ class RestorePlanDetailView(APIView):
     """GET /v1/restore-plans/{id}: the plan with its items (``action``, ``limit``,
     ``offset``), writes first."""
 
+    @extend_schema(
+        parameters=_page_parameters("action", ACTION_CHOICES),
+        responses=RestorePlanDetailOutSerializer,
+    )
     def get(self, request: Request, plan_id: str) -> StreamingHttpResponse:
         action = _choice(request, "action", services.ACTION_BY_NAME)
         limit = _query_int(request, "limit", None, minimum=0)
@@ -252,6 +304,9 @@ class RestorePlanDetailView(APIView):
 class RestorePlanExecuteView(APIView):
     """POST /v1/restore-plans/{id}/execute: run exactly that plan (409 when too old)."""
 
+    @extend_schema(
+        request=None, parameters=[IDEMPOTENCY_KEY], responses=RestoreJobCreatedOutSerializer
+    )
     def post(self, request: Request, plan_id: str) -> Response:
         restore = services.restore_plan_execute_request(
             plan_id=plan_id,
@@ -264,6 +319,14 @@ class RestorePlanExecuteView(APIView):
 class RestoreListView(APIView):
     """GET /v1/restores: the audit records, newest first (``limit`` ≤ 1000, ``offset``)."""
 
+    @extend_schema(
+        operation_id="v1_restores_list",
+        parameters=[
+            _int_parameter("limit", 1, "default 100; more than 1000 counts as 1000"),
+            _int_parameter("offset", 0),
+        ],
+        responses=RestoreOutSerializer(many=True),
+    )
     def get(self, request: Request) -> Response:
         limit = min(_query_int(request, "limit", MAX_LIST, minimum=1) or MAX_LIST, 1000)
         offset = _query_int(request, "offset", 0, minimum=0) or 0
@@ -276,6 +339,10 @@ class RestoreDetailView(APIView):
     """GET /v1/restores/{id}: the record with every PV's outcome, failures first
     (``outcome``, ``limit``, ``offset``)."""
 
+    @extend_schema(
+        parameters=_page_parameters("outcome", OUTCOME_CHOICES),
+        responses=RestoreDetailOutSerializer,
+    )
     def get(self, request: Request, restore_id: str) -> StreamingHttpResponse:
         outcome = _choice(request, "outcome", services.OUTCOME_BY_NAME)
         limit = _query_int(request, "limit", None, minimum=0)
@@ -291,6 +358,9 @@ class RestoreDetailView(APIView):
 class RestoreRevertView(APIView):
     """POST /v1/restores/{id}/revert: restore its safety snapshot, verified, as a new job."""
 
+    @extend_schema(
+        request=None, parameters=[IDEMPOTENCY_KEY], responses=RestoreJobCreatedOutSerializer
+    )
     def post(self, request: Request, restore_id: str) -> Response:
         revert = services.restore_revert_request(
             restore_id=restore_id,

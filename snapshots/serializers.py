@@ -13,9 +13,10 @@ from typing import Any
 import orjson
 from rest_framework import serializers
 
-from snapshots.models import Snapshot, ValueKind, ValueSource
+from snapshots.models import Outcome, PlanAction, Restore, Snapshot, ValueKind, ValueSource
 from snapshots.querysets import SIDE_WIDTH
 from snapshots.storage import side_wire_value
+from squirrel.api import MAX_QUERY_INT
 
 LIST_DEFAULT_LIMIT = 100
 LIST_MAX_LIMIT = 1000
@@ -127,14 +128,16 @@ class SnapshotListQuerySerializer(serializers.Serializer):
     limit = serializers.IntegerField(
         min_value=1, max_value=LIST_MAX_LIMIT, default=LIST_DEFAULT_LIMIT
     )
-    offset = serializers.IntegerField(min_value=0, default=0)
+    offset = serializers.IntegerField(min_value=0, max_value=MAX_QUERY_INT, default=0)
 
 
 class SnapshotDetailQuerySerializer(serializers.Serializer):
     """``limit`` (absent: all values) and ``offset`` applied to ``pvValues``."""
 
-    limit = serializers.IntegerField(min_value=0, required=False, allow_null=True)
-    offset = serializers.IntegerField(min_value=0, default=0)
+    limit = serializers.IntegerField(
+        min_value=0, max_value=MAX_QUERY_INT, required=False, allow_null=True
+    )
+    offset = serializers.IntegerField(min_value=0, max_value=MAX_QUERY_INT, default=0)
 
 
 class SnapshotUpdateSerializer(serializers.Serializer):
@@ -224,3 +227,163 @@ class PVValueOutSerializer(serializers.Serializer):
 
 class SnapshotOutSerializer(SnapshotSummaryOutSerializer):
     pvValues = PVValueOutSerializer(many=True)
+
+
+class SnapshotCreateSerializer(serializers.Serializer):
+    """POST /v1/snapshots body, for the schema only (capture_views reads it by hand)."""
+
+    title = serializers.CharField(max_length=255, help_text="1..255 characters after trimming")
+    comment = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    description = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, help_text="same as comment"
+    )
+
+
+class JobCreatedOutSerializer(serializers.Serializer):
+    """JobCreatedDTO (contract §2.2)."""
+
+    jobId = serializers.UUIDField()
+    message = serializers.CharField()
+
+
+class CompareSummaryOutSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    onlyIn1 = serializers.IntegerField()
+    onlyIn2 = serializers.IntegerField()
+    setpointDifferences = serializers.IntegerField()
+    readbackDifferences = serializers.IntegerField()
+
+
+class ComparisonOutSerializer(serializers.Serializer):
+    """ComparisonResultDTO (contract §6.1) plus the summary; ``snapshot2Id`` is ``"live"``
+    against the live values."""
+
+    snapshot1Id = serializers.CharField()
+    snapshot2Id = serializers.CharField()
+    differences = serializers.ListField(child=serializers.DictField())
+    matchCount = serializers.IntegerField()
+    differenceCount = serializers.IntegerField()
+    summary = CompareSummaryOutSerializer()
+
+
+class SnapshotExportOutSerializer(serializers.Serializer):
+    """The JSON export file (not enveloped)."""
+
+    snapshot = SnapshotSummaryOutSerializer()
+    pvValues = serializers.ListField(child=serializers.DictField())
+
+
+# --- restores: request and response shapes, for the schema only (restore_views builds them) ---
+
+ACTION_CHOICES = [str(label) for _, label in PlanAction.choices]
+OUTCOME_CHOICES = [str(label) for _, label in Outcome.choices]
+
+
+class RestoreSelectionSerializer(serializers.Serializer):
+    """Which PVs of the snapshot a restore or plan covers; absent or empty body: all."""
+
+    pvIds = serializers.ListField(child=serializers.UUIDField(), required=False, allow_null=True)
+    tagFilters = serializers.ListField(
+        child=serializers.ListField(child=serializers.UUIDField()),
+        required=False,
+        allow_null=True,
+        help_text=(
+            "groups of tag ids: a PV is selected when it has a tag of every group (also "
+            "accepted: one flat list, or an object of group -> tag ids)"
+        ),
+    )
+
+
+class RestoreJobCreatedOutSerializer(JobCreatedOutSerializer):
+    restoreId = serializers.UUIDField()
+
+
+class RestoreFailureOutSerializer(serializers.Serializer):
+    pvId = serializers.UUIDField(allow_null=True)
+    pvName = serializers.CharField()
+    outcome = serializers.ChoiceField(choices=OUTCOME_CHOICES)
+    error = serializers.CharField()
+
+
+class RestoreResultOutSerializer(serializers.Serializer):
+    """RestoreResultDTO (contract §2.4, ``async=false``) plus counts and ids."""
+
+    totalPVs = serializers.IntegerField()
+    successCount = serializers.IntegerField()
+    failureCount = serializers.IntegerField()
+    failures = RestoreFailureOutSerializer(many=True)
+    counts = serializers.DictField(child=serializers.IntegerField())
+    restoreId = serializers.UUIDField()
+    safetySnapshotId = serializers.UUIDField(allow_null=True)
+
+
+class RestorePlanOutSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    snapshotId = serializers.UUIDField()
+    snapshotTitle = serializers.CharField()
+    createdAt = serializers.DateTimeField()
+    createdBy = serializers.CharField(allow_null=True)
+    ageSeconds = serializers.FloatField()
+    maxAgeSeconds = serializers.FloatField()
+    executable = serializers.BooleanField()
+    restoreId = serializers.UUIDField(allow_null=True)
+    pvIds = serializers.ListField(child=serializers.UUIDField(), allow_null=True)
+    tagFilters = serializers.ListField(child=serializers.ListField(child=serializers.UUIDField()))
+    total = serializers.IntegerField()
+    counts = serializers.DictField(child=serializers.IntegerField())
+    elapsedSeconds = serializers.FloatField()
+
+
+class RestorePlanItemOutSerializer(serializers.Serializer):
+    pvId = serializers.UUIDField(allow_null=True)
+    pvName = serializers.CharField()
+    setpointAddress = serializers.CharField(allow_null=True)
+    readbackAddress = serializers.CharField(allow_null=True)
+    action = serializers.ChoiceField(choices=ACTION_CHOICES)
+    delta = serializers.FloatField(allow_null=True)
+    note = serializers.CharField(allow_null=True)
+    savedValue = serializers.JSONField(allow_null=True)
+    liveValue = serializers.JSONField(allow_null=True)
+
+
+class RestorePlanDetailOutSerializer(RestorePlanOutSerializer):
+    items = RestorePlanItemOutSerializer(many=True)
+
+
+class RestoreOutSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    kind = serializers.ChoiceField(choices=Restore.Kind.choices)
+    status = serializers.ChoiceField(choices=Restore.Status.choices)
+    jobId = serializers.UUIDField(allow_null=True)
+    snapshotId = serializers.UUIDField(allow_null=True)
+    snapshotTitle = serializers.CharField(allow_blank=True)
+    planId = serializers.UUIDField(allow_null=True)
+    safetySnapshotId = serializers.UUIDField(allow_null=True)
+    revertsId = serializers.UUIDField(allow_null=True)
+    createdBy = serializers.CharField(allow_null=True)
+    createdAt = serializers.DateTimeField()
+    startedAt = serializers.DateTimeField(allow_null=True)
+    finishedAt = serializers.DateTimeField(allow_null=True)
+    heartbeatAt = serializers.DateTimeField(allow_null=True)
+    pvIds = serializers.ListField(child=serializers.UUIDField(), allow_null=True)
+    tagFilters = serializers.ListField(child=serializers.ListField(child=serializers.UUIDField()))
+    attempted = serializers.IntegerField()
+    total = serializers.IntegerField()
+    successCount = serializers.IntegerField()
+    failureCount = serializers.IntegerField()
+    counts = serializers.DictField(child=serializers.IntegerField())
+    error = serializers.CharField(allow_null=True)
+
+
+class RestoreOutcomeOutSerializer(serializers.Serializer):
+    pvId = serializers.UUIDField(allow_null=True)
+    pvName = serializers.CharField()
+    outcome = serializers.ChoiceField(choices=OUTCOME_CHOICES)
+    error = serializers.CharField(allow_null=True)
+    written = serializers.JSONField(allow_null=True)
+    setpointRead = serializers.JSONField(allow_null=True)
+    readbackRead = serializers.JSONField(allow_null=True)
+
+
+class RestoreDetailOutSerializer(RestoreOutSerializer):
+    outcomes = RestoreOutcomeOutSerializer(many=True)

@@ -284,6 +284,11 @@ def snapshot_title_clean(title: Any) -> str:
             [{"loc": ["body", "title"], "msg": "Field required", "type": "missing"}],
         )
     title = title.strip()
+    if "\x00" in title:
+        raise Invalid(
+            "Validation error: title: must not contain NUL characters",
+            [{"loc": ["body", "title"], "msg": "Contains NUL", "type": "value_error"}],
+        )
     if len(title) > 255:
         raise Invalid(
             "Validation error: title: at most 255 characters",

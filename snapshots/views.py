@@ -12,7 +12,8 @@ from typing import Any
 
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
+from rest_framework.exceptions import ErrorDetail
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -23,6 +24,8 @@ from snapshots.filters import SnapshotFilterSet
 from snapshots.models import Snapshot
 from snapshots.querysets import snapshot_queryset, snapshot_value_rows
 from snapshots.serializers import (
+    JobCreatedOutSerializer,
+    SnapshotCreateSerializer,
     SnapshotDetailQuerySerializer,
     SnapshotListQuerySerializer,
     SnapshotOutSerializer,
@@ -60,7 +63,11 @@ class _FilterErrors:
 
     @property
     def errors(self) -> dict[str, list[Any]]:
-        return self.filterset.errors.get_json_data()  # type: ignore[return-value]
+        """Each field's messages, with their codes (``ErrorDetail``, as a serializer's)."""
+        return {
+            field: [ErrorDetail(e["message"], e["code"] or "invalid") for e in errors]
+            for field, errors in self.filterset.errors.get_json_data().items()
+        }
 
     @property
     def validated_data(self) -> dict[str, Any]:
@@ -103,8 +110,16 @@ class SnapshotListView(APIView):
 
     @extend_schema(
         operation_id="v1_snapshots_create",
-        request=OpenApiTypes.OBJECT,
-        responses=OpenApiTypes.OBJECT,
+        request=SnapshotCreateSerializer,
+        parameters=[
+            OpenApiParameter("async", bool, description="default true: queue a capture job"),
+            OpenApiParameter("use_cache", bool, description="default true: cached live values"),
+        ],
+        responses=PolymorphicProxySerializer(
+            component_name="SnapshotCreateResult",
+            serializers=[JobCreatedOutSerializer, SnapshotSummaryOutSerializer],
+            resource_type_field_name=None,
+        ),
         description="Capture a snapshot: JobCreatedDTO, or SnapshotSummaryDTO with async=false.",
     )
     def post(self, request: Request) -> Response:
@@ -139,7 +154,7 @@ class SnapshotDetailView(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("deleteData", bool, description="ignored")],
-        responses=OpenApiTypes.BOOL,
+        responses={200: OpenApiTypes.BOOL},  # the contract answers 200 true, never 204
     )
     def delete(self, request: Request, snapshot_id: str) -> Response:
         storage.snapshot_delete(snapshot_id=snapshot_id)  # ``deleteData`` is ignored

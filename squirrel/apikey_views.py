@@ -37,10 +37,15 @@ class ApiKeyCreateSerializer(serializers.Serializer):
     writeAccess = serializers.BooleanField()
 
 
-class ApiKeyQuerySerializer(serializers.Serializer):
-    """``active_only`` (default false) and ``force`` (default false) query flags."""
+class ApiKeyListQuerySerializer(serializers.Serializer):
+    """``active_only`` (default false): skip deactivated keys."""
 
     active_only = serializers.BooleanField(default=False)
+
+
+class ApiKeyDeleteQuerySerializer(serializers.Serializer):
+    """``force`` (default false): deactivate even the key making the request."""
+
     force = serializers.BooleanField(default=False)
 
 
@@ -60,23 +65,29 @@ class ApiKeyCreatedOutSerializer(ApiKeyOutSerializer):
     token = serializers.CharField(help_text="shown only in this answer")
 
 
-def _query(request: Request) -> dict[str, Any]:
-    data = {k: v for k, v in request.query_params.items() if k in ("active_only", "force") and v}
-    serializer = ApiKeyQuerySerializer(data=data)
+def _query(request: Request, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
+    """The serializer's flags from the query string (an empty value counts as absent)."""
+    names = serializer_class().fields
+    data = {k: v for k, v in request.query_params.items() if k in names and v}
+    serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
 
 
 def _keys(request: Request):
     keys = ApiKey.objects.all()
-    return keys.filter(is_active=True) if _query(request)["active_only"] else keys
+    return (
+        keys.filter(is_active=True)
+        if _query(request, ApiKeyListQuerySerializer)["active_only"]
+        else keys
+    )
 
 
 class ApiKeyListView(APIView):
     """GET: every key (``active_only`` to skip deactivated ones). POST: create a key; the
     answer is the only place its token ever appears."""
 
-    @extend_schema(parameters=[ApiKeyQuerySerializer], responses=ApiKeyOutSerializer(many=True))
+    @extend_schema(parameters=[ApiKeyListQuerySerializer], responses=ApiKeyOutSerializer(many=True))
     def get(self, request: Request) -> Response:
         return Response([api_key_dto(k) for k in _keys(request)])
 
@@ -96,7 +107,7 @@ class ApiKeyListView(APIView):
 class ApiKeyCountView(APIView):
     """GET: the number of keys (``active_only``), a bare integer payload."""
 
-    @extend_schema(parameters=[ApiKeyQuerySerializer], responses=OpenApiTypes.INT)
+    @extend_schema(parameters=[ApiKeyListQuerySerializer], responses=OpenApiTypes.INT)
     def get(self, request: Request) -> Response:
         return Response(_keys(request).count())
 
@@ -104,12 +115,15 @@ class ApiKeyCountView(APIView):
 class ApiKeyDetailView(APIView):
     """DELETE: deactivate a key; answers the deactivated ApiKeyDTO."""
 
-    @extend_schema(parameters=[ApiKeyQuerySerializer], responses=ApiKeyOutSerializer)
+    @extend_schema(
+        parameters=[ApiKeyDeleteQuerySerializer],
+        responses={200: ApiKeyOutSerializer},  # 200 with a body, never 204
+    )
     def delete(self, request: Request, key_id: str) -> Response:
         principal = request_principal(request)
         key = services.api_key_deactivate(
             key_id=key_id,
             current_key_id=principal.api_key_id if principal is not None else None,
-            force=_query(request)["force"],
+            force=_query(request, ApiKeyDeleteQuerySerializer)["force"],
         )
         return Response(api_key_dto(key))

@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError, IntegrityError, InterfaceError
+from django.db import DatabaseError, DataError, IntegrityError, InterfaceError
 from django.http import Http404
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -121,6 +121,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             else [{"loc": ["body"], "msg": m, "type": "invalid"} for m in exc.messages]
         )
         return error_response(422, validation_message(errors), errors=errors)
+    if isinstance(exc, DataError):  # bad input that reached the database (NUL, out of range)
+        return error_response(422, f"Invalid value: {exc}".splitlines()[0])
     if isinstance(exc, IntegrityError):
         return error_response(409, f"Constraint violated: {exc}".splitlines()[0])
     # InterfaceError ("connection already closed") is not a DatabaseError in Django's tree.

@@ -141,7 +141,7 @@ INSTANCE_ID = env_str("SQUIRREL_INSTANCE_ID", "") or os.urandom(4).hex()
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["squirrel.api.EnvelopeJSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["squirrel.api.JSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "squirrel.auth.ApiKeyAuthentication",
         "squirrel.auth.StaffSessionAuthentication",

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from squirrel import views
 
@@ -10,7 +10,7 @@ urlpatterns = [
     path("", views.root, name="root"),
     path("health", views.health, name="health"),
     path("admin/", admin.site.urls),
-    path("openapi.json", SpectacularAPIView.as_view(), name="openapi"),
+    path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("v1/", include("squirrel.api_urls")),
     # monitor first: its /v1/pvs/live* routes must win over /v1/pvs/<id>.

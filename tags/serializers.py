@@ -38,9 +38,10 @@ class TagsBulkSerializer(serializers.Serializer):
     )
 
     def validate_groups(self, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        # Keys escape the child field's checks (blank, length, NUL, which PostgreSQL refuses).
         for name in value:
-            if not name.strip() or len(name) > 255:
-                raise serializers.ValidationError(f"invalid group name '{name}'")
+            if not name.strip() or len(name) > 255 or "\x00" in name:
+                raise serializers.ValidationError(f"invalid group name {name!r}")
         return {name.strip(): tags for name, tags in value.items()}
 
 

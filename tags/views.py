@@ -59,7 +59,7 @@ class TagGroupDetailView(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("force", bool, required=False)],
-        responses=OpenApiTypes.BOOL,
+        responses={200: OpenApiTypes.BOOL},  # the contract answers 200 true, never 204
     )
     def delete(self, request: Request, group_id: str) -> Response:
         services.tag_group_delete(group_id=group_id)
@@ -91,7 +91,7 @@ class TagDetailView(APIView):
         group = services.tag_update(group_id=group_id, tag_id=tag_id, **data)
         return Response(tag_group_dto(group))
 
-    @extend_schema(responses=TagGroupOutSerializer)
+    @extend_schema(responses={200: TagGroupOutSerializer})  # 200 with a body, never 204
     def delete(self, request: Request, group_id: str, tag_id: str) -> Response:
         group = services.tag_delete(group_id=group_id, tag_id=tag_id)
         return Response(tag_group_dto(group))

@@ -139,3 +139,32 @@ def test_post_through_the_project_route(write_client, cached_catalog):
     assert body["title"] == "R" and body["pvCount"] == 2
     listed = payload(write_client.get("/v1/snapshots"))
     assert [s["id"] for s in listed] == [body["id"]]
+
+
+# --- found by the schemathesis fuzz (tests/fuzz): bad input is a 4xx, never a 5xx -----------
+
+
+@pytest.mark.parametrize(
+    ("query", "body", "field"),
+    [
+        ("async=true", {"title": "a\x00b"}, "title"),  # JSONB refuses \u0000 (job data)
+        ("async=false", {"title": "a\x00b"}, "title"),  # text columns refuse NUL
+        ("async=true", {"title": "t", "comment": "\x00"}, "comment"),
+        ("async=false", {"title": "t", "description": "x\x00"}, "description"),
+    ],
+)
+def test_post_nul_characters_are_422_not_503(write_client, quiet_epics, db, query, body, field):
+    message = error(write_client.post(f"/v1/snapshots?{query}", body, format="json"), 422)
+    assert message == f"Validation error: {field}: Null characters are not allowed."
+    assert Job.objects.count() == 0 and Snapshot.objects.count() == 0
+
+
+def test_compare_tag_filter_must_be_uuids(read_client, write_client, cached_catalog):
+    snap = payload(write_client.post("/v1/snapshots?async=false", {"title": "a"}, format="json"))
+    for path in (f"{snap['id']}/compare/live", f"{snap['id']}/compare/{snap['id']}"):
+        url = f"/v1/snapshots/{path}?onlyDifferent=false&tags="
+        message = error(read_client.get(url + "nope"), 422)
+        assert message == "Validation error: tags: 'nope' is not a valid UUID"
+        unknown = str(uuid.uuid4()).upper()  # any spelling of a UUID is one; nobody has it
+        assert payload(read_client.get(url + unknown))["differences"] == []
+        assert len(payload(read_client.get(url))["differences"]) == 2  # blank: no filter

@@ -148,7 +148,7 @@ def test_use_cache_false_reads_everything_directly(catalog, redis_client, settin
 
 
 def test_title_is_validated(catalog):
-    for bad in (None, "", "   ", 5, "x" * 256):
+    for bad in (None, "", "   ", 5, "x" * 256, "a\x00b"):
         with pytest.raises(Invalid):
             services.snapshot_capture(title=bad, description=None, use_cache=True, created_by=None)
     assert Snapshot.objects.count() == 0

@@ -465,3 +465,23 @@ def test_documented_shapes_match_the_dto_builders():
         "lastModifiedDate",
     }
     assert set(TagGroupSummaryOutSerializer().fields) == {"id", "name", "description", "tagCount"}
+
+
+# --- found by the schemathesis fuzz (tests/fuzz): bad input is a 4xx, never a 5xx -----------
+
+
+def test_list_name_with_nul_is_422_not_503(read_client):
+    # PostgreSQL cannot compare text holding NUL: the query used to fail as a database error.
+    assert "Null characters" in error(read_client.get("/v1/pvs?pvName=a%00b"), 422)
+
+
+def test_paged_tag_filters_nested_too_deeply_is_400_not_500(read_client):
+    deep = quote("[" * 5000 + "]" * 5000)
+    message = error(read_client.get(f"/v1/pvs/paged?tagFilters={deep}"), 400)
+    assert message == "Invalid tagFilters JSON: nested too deeply"
+
+
+@pytest.mark.parametrize("offset", [2**31, 35717090318346461184])
+def test_search_offset_past_the_database_range_is_422(read_client, offset):
+    assert "offset" in error(read_client.get(f"/v1/pvs/search?offset={offset}"), 422)
+    payload(read_client.get(f"/v1/pvs/search?offset={2**31 - 1}"))

@@ -168,6 +168,17 @@ def test_restore_api_queues_a_job_and_claims(
     }
 
 
+def test_an_empty_pv_selection_queues_a_restore_of_nothing(machine, write_client):
+    """pvIds: [] selects no PV (found by the fuzzer: it was a 500 from the claim's SQL)."""
+    body = payload(
+        write_client.post(
+            f"/v1/snapshots/{machine['snap'].pk}/restore", {"pvIds": []}, format="json"
+        )
+    )
+    assert set(body) == {"jobId", "message", "restoreId"}
+    assert not RestoreClaim.objects.exists()
+
+
 def test_overlapping_restore_is_409_and_writes_nothing(machine, write_client):
     snap = machine["snap"].pk
     payload(write_client.post(f"/v1/snapshots/{snap}/restore", {}, format="json"))
@@ -384,3 +395,31 @@ def test_a_restore_that_breaks_is_failed_and_releases_its_claims(machine):
     # Run again (a redelivered message): nothing happens.
     assert services.restore_run(restore_id=str(restore.pk)) is None
     assert Job.objects.get(pk=restore.job_id).attempts == 1
+
+
+# --- found by the schemathesis fuzz (tests/fuzz): bad input is a 4xx, never a 5xx -----------
+
+PAST_BIGINT = 35717090318346461184  # PostgreSQL refuses such a LIMIT/OFFSET (was a 503)
+
+
+def test_limits_and_offsets_past_the_database_range_are_422(machine, write_client):
+    # The details stream their rows: the check must come before the 200 starts.
+    restore = _running_restore(machine)
+    plan = services.restore_plan_create(
+        snapshot_id=machine["snap"].pk, selection=services.Selection(), created_by="me"
+    )
+    for path in ("/v1/restores", f"/v1/restores/{restore.pk}", f"/v1/restore-plans/{plan.pk}"):
+        for name in ("limit", "offset"):
+            low = 1 if (path, name) == ("/v1/restores", "limit") else 0
+            message = error(write_client.get(f"{path}?{name}={PAST_BIGINT}"), 422)
+            assert message == f"Validation error: {name}: an integer from {low} to 2147483647"
+    got = write_client.get(f"/v1/restores/{restore.pk}?offset={2**31 - 1}")
+    assert got.status_code == 200 and b'"outcomes":[]' in b"".join(got.streaming_content)
+
+
+@pytest.mark.parametrize("key", ["a\x00b", "tab\tinside", "\x7f"])
+def test_idempotency_key_with_control_characters_is_422_not_503(machine, write_client, key):
+    url = f"/v1/snapshots/{machine['snap'].pk}/restore"
+    message = error(write_client.post(url, {}, format="json", HTTP_IDEMPOTENCY_KEY=key), 422)
+    assert message == "Validation error: Idempotency-Key: 1 to 255 printable characters"
+    assert Restore.objects.count() == 0
