@@ -273,6 +273,14 @@ def _running_restore(machine) -> Restore:
     return restore
 
 
+def test_polling_the_job_of_an_orphaned_restore_fails_it(machine, write_client):
+    restore = _running_restore(machine)
+    job = payload(write_client.get(f"/v1/jobs/{restore.job_id}"))
+    assert job["status"] == "failed" and "not retried automatically" in job["error"]
+    restore.refresh_from_db()
+    assert restore.status == Restore.Status.FAILED
+
+
 def test_orphaned_restore_is_failed_with_what_was_written(machine, write_client):
     restore = _running_restore(machine)
     listed = payload(write_client.get("/v1/restores"))  # the listing reaps orphans
