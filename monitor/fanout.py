@@ -55,6 +55,7 @@ class FanOut:
         self.messages_received = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._redis = None
+        self._delivered = asyncio.Event()  # set by deliver(): something may be pending
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -132,6 +133,7 @@ class FanOut:
                 wire = to_wire(entry)
                 for client in subscribers:
                     client.pending[name] = wire
+                self._delivered.set()
 
     async def _listen(self) -> None:
         while True:
@@ -169,11 +171,20 @@ class FanOut:
             log.debug("diff to client %s failed", client.id, exc_info=True)
         finally:
             client.busy = False
+            if client.pending:  # coalesced while this send was in flight
+                self._delivered.set()
 
     async def _flush_loop(self) -> None:
+        """A diff goes out as soon as there is something to send, but at most one per
+        interval: an update arriving after a quiet spell is not held back for a tick, and a
+        burst is still batched per interval."""
         interval = settings.WEBSOCKET_BATCH_INTERVAL_MS / 1000
+        flushed = 0.0
         while True:
-            await asyncio.sleep(interval)
+            await self._delivered.wait()
+            await asyncio.sleep(max(0.0, flushed + interval - time.monotonic()))
+            self._delivered.clear()
+            flushed = time.monotonic()
             for client in list(self.clients.values()):
                 if not client.pending:
                     continue
