@@ -129,8 +129,10 @@ class CircuitBreakers:
         state["failure_count"] = 0
         state["state"] = "closed"
         state["opened_at"] = None
-        if changed or state["call_count"] == 1:
+        if changed:
             self._save(state)
+        elif state["call_count"] == 1:
+            self._register(state)
 
     def failure(self, ioc: str) -> None:
         state = self.states.setdefault(ioc, _new(ioc))
@@ -145,6 +147,16 @@ class CircuitBreakers:
             state["opened_at"] = now
             log.warning("circuit breaker for IOC %s opened", ioc)
         self._save(state)
+
+    def _register(self, state: CircuitState) -> None:
+        """List the IOC on the health page without overwriting what another process recorded
+        (its breaker may be open while this process's first call happened to succeed)."""
+        try:
+            events.sync_redis().hsetnx(
+                events.circuits_key(), state["name"], msgpack.packb(dict(state), use_bin_type=True)
+            )
+        except redis.RedisError as exc:
+            log.warning("cannot save circuit state of %s: %s", state["name"], exc)
 
     def _save(self, state: CircuitState) -> None:
         stored: dict[str, Any] = dict(state)

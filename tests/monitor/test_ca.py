@@ -340,6 +340,17 @@ def test_breaker_opens_after_failures_half_opens_and_closes(redis_client):
     }  # fmt: skip
 
 
+def test_another_process_first_success_does_not_hide_an_open_breaker(redis_client):
+    worker_a, worker_b = CircuitBreakers(threshold=2), CircuitBreakers(threshold=2)
+    worker_a.failure("P:Q")
+    worker_a.failure("P:Q")
+    assert circuits_read()[0]["state"] == "open"
+    worker_b.success("P:Q")  # its first call to that IOC happened to get through
+    assert circuits_read()[0]["state"] == "open"
+    worker_b.success("NEW:IOC")  # a first call still lists a new IOC
+    assert [s["name"] for s in circuits_read()] == ["NEW:IOC", "P:Q"]
+
+
 def test_forced_state_is_picked_up_from_redis(redis_client):
     breakers = CircuitBreakers(threshold=1)
     circuit_force(name="X:Y", state="open")
