@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -13,23 +12,16 @@ from collections.abc import Iterator
 import pytest
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def quiet_epics(monkeypatch) -> int:
     """Loopback Channel Access on a port no IOC serves: every direct read times out."""
-    port = _free_port()
-    monkeypatch.setenv("EPICS_CA_ADDR_LIST", "127.0.0.1")
-    monkeypatch.setenv("EPICS_CA_AUTO_ADDR_LIST", "NO")
-    monkeypatch.setenv("EPICS_CA_SERVER_PORT", str(port))
-    monkeypatch.setenv("EPICS_CA_REPEATER_PORT", str(_free_port()))
+    port = free_port()
+    for name, value in epics_env(port).items():
+        monkeypatch.setenv(name, value)
     return port
 
 
+from tests.epics import epics_env, free_port  # noqa: E402
 from tests.processes import ROOT, Worker, database_url, worker_env, workers  # noqa: E402, F401
 
 # --- the simulated IOC and the monitor as subprocesses ----------------------------------------
@@ -88,13 +80,3 @@ def processes() -> Iterator[list[Proc]]:
     yield started
     for proc in reversed(started):
         proc.stop()
-
-
-def epics_env(port: int) -> dict[str, str]:
-    """Loopback Channel Access on ``port`` with a repeater port of its own."""
-    return {
-        "EPICS_CA_ADDR_LIST": "127.0.0.1",
-        "EPICS_CA_AUTO_ADDR_LIST": "NO",
-        "EPICS_CA_SERVER_PORT": str(port),
-        "EPICS_CA_REPEATER_PORT": str(_free_port()),
-    }

@@ -18,8 +18,9 @@ from monitor.ca import read_sync
 from pvs.models import PV
 from snapshots import services
 from snapshots.models import Snapshot, SnapshotValue, ValueKind, ValueSource
-from tests.capture.conftest import Proc, Worker, _free_port, epics_env, worker_env
+from tests.capture.conftest import Proc, Worker, worker_env
 from tests.capture.test_worker_e2e import wait_job
+from tests.epics import epics_env, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.epics, pytest.mark.django_db(transaction=True)]
 
@@ -30,7 +31,7 @@ PREFIX = "E5"
 @pytest.fixture
 def machine(redis_client, processes, workers, monkeypatch):
     """Sim IOC + catalog + monitor (cache filled) + one worker; returns (devices, ioc)."""
-    port = _free_port()
+    port = free_port()
     env = epics_env(port)
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -61,63 +58,19 @@ def cache_set(client, entries: dict[str, Any], *, connected: bool = True) -> Non
     )
 
 
+from tests import epics  # noqa: E402
+from tests.epics import free_port  # noqa: E402
 from tests.processes import ROOT, Worker, worker_env, workers  # noqa: E402, F401
 
 # --- a simulated IOC -----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    import socket
+class SimIOC(epics.SimIOC):
+    """A sim IOC on a free port whose values change only when written (restore checks exact
+    values)."""
 
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-        tcp.bind(("127.0.0.1", 0))
-        return tcp.getsockname()[1]
-
-
-class SimIOC:
-    """``manage.py sim_ioc`` in a subprocess on its own CA port."""
-
-    def __init__(self, *, count: int, prefix: str, port: int | None = None) -> None:
-        self.count, self.prefix = count, prefix
-        self.port = port or free_port()
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 60.0) -> SimIOC:
-        env = {
-            **os.environ,
-            "EPICS_CA_SERVER_PORT": str(self.port),
-            "EPICS_CA_REPEATER_PORT": str(free_port()),
-            "EPICS_CA_ADDR_LIST": "127.0.0.1",
-            "EPICS_CA_AUTO_ADDR_LIST": "NO",
-            "SQUIRREL_SECRET_KEY": "sim",
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "sim_ioc", "--count", str(self.count),
-             "--prefix", self.prefix, "--port", str(self.port), "--update-share", "0"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if "sim_ioc ready" in line:
-                return self
-            if not line and self.proc.poll() is not None:
-                break
-        self.stop()
-        raise RuntimeError("sim_ioc did not start")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+    def __init__(self, *, count: int, prefix: str) -> None:
+        super().__init__(count=count, prefix=prefix, port=free_port(), options={"update_share": 0})
 
 
 @pytest.fixture
