@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import zlib
 from pathlib import Path
 
 from squirrel.env import (
@@ -106,6 +107,13 @@ DATABASES = {
         },
     }
 }
+if TESTING:
+    # pytest-django's database is named per checkout (CI's clone, a second worktree), so two
+    # checkouts' runs on one server never drop each other's test database; a rerun in the same
+    # checkout reuses (and recreates) its own.
+    DATABASES["default"]["TEST"] = {
+        "NAME": f"test_{DATABASES['default']['NAME']}_{zlib.crc32(str(BASE_DIR).encode()):08x}"
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
