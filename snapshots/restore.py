@@ -1162,8 +1162,7 @@ def _safety_store(
 ) -> set[int]:
     """Save the captured values of ``catalog`` (exactly the PVs about to be written) as the
     safety snapshot of ``restore``; the ids of items whose setpoint could not be read."""
-    from snapshots.services import Completeness, captured_values_build
-    from snapshots.storage import snapshot_values_write
+    from snapshots.services import Completeness, captured_values_build, snapshot_store
 
     wanted = {a for c in catalog for a in (c.setpoint_address, c.readback_address) if a}
     counts = Completeness()
@@ -1186,20 +1185,14 @@ def _safety_store(
         if entry is None or entry.get("value") is None or entry.get("error"):
             unreadable.add(item.id)
     with transaction.atomic():
-        snapshot = Snapshot(
+        snapshot = snapshot_store(
             title=f"Safety before {restore.kind} of '{restore.snapshot_title}'"[:255],
             description=f"Values before {restore.kind} {restore.pk}, taken to revert it",
             created_by=restore.created_by,
             kind=Snapshot.Kind.SAFETY,
-            pv_count=len(rows),
-            live_count=counts.live,
-            stale_count=counts.stale,
-            reread_count=counts.reread,
-            failed_count=counts.failed,
+            rows=rows,
+            counts=counts,
         )
-        snapshot.full_clean()
-        snapshot.save()
-        snapshot_values_write(snapshot=snapshot, values=rows)
         Restore.objects.filter(pk=restore.pk).update(safety_snapshot=snapshot)
     restore.safety_snapshot = snapshot
     return unreadable

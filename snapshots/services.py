@@ -335,26 +335,49 @@ def snapshot_capture(
                 if existing is not None:
                     log.info("job %s already produced snapshot %s", job_id, existing.pk)
                     return existing
-        snapshot = Snapshot(
+        snapshot = snapshot_store(
             title=title,
             description=description,
             created_by=created_by,
             kind=kind,
-            pv_count=len(rows),
-            live_count=counts.live,
-            stale_count=counts.stale,
-            reread_count=counts.reread,
-            failed_count=counts.failed,
+            rows=rows,
+            counts=counts,
         )
-        snapshot.full_clean()
-        snapshot.save()
-        snapshot_values_write(snapshot=snapshot, values=rows)
         if job_id is not None:
             jobs.job_complete(
                 job_id=job_id,
                 result_id=str(snapshot.pk),
                 message=snapshot_created_message(snapshot),
             )
+    return snapshot
+
+
+def snapshot_store(
+    *,
+    title: str,
+    description: str | None,
+    created_by: str | None,
+    kind: str,
+    rows: list[CapturedValue],
+    counts: Completeness,
+) -> Snapshot:
+    """Save a snapshot row with its completeness counts and every value (COPY). Call it
+    inside ONE ``transaction.atomic()`` with whatever must commit with it, so that the
+    snapshot is visible only when complete."""
+    snapshot = Snapshot(
+        title=title,
+        description=description,
+        created_by=created_by,
+        kind=kind,
+        pv_count=len(rows),
+        live_count=counts.live,
+        stale_count=counts.stale,
+        reread_count=counts.reread,
+        failed_count=counts.failed,
+    )
+    snapshot.full_clean()
+    snapshot.save()
+    snapshot_values_write(snapshot=snapshot, values=rows)
     return snapshot
 
 
