@@ -16,7 +16,6 @@ import http.client
 import importlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,8 @@ from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import free_port  # noqa: E402
+
 DATABASE = "squirrel_bench"
 BASE_DB_URL = "postgresql://postgres@127.0.0.1:5432"
 
@@ -103,12 +104,6 @@ def timed_import(path: Path, *args: str) -> tuple[float, str]:
         text=True,
     )
     return time.perf_counter() - started, done.stdout.strip()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_daphne(port: int) -> subprocess.Popen:

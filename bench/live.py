@@ -35,6 +35,8 @@ import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import free_port  # noqa: E402
+
 PREFIX = f"squirrel-bench-live-{os.getpid()}:"
 os.environ["SQUIRREL_REDIS_PREFIX"] = PREFIX
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "squirrel.settings")
@@ -46,12 +48,6 @@ django.setup()
 
 from monitor import events  # noqa: E402
 from monitor.values import pack  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def proc_cpu_seconds(pid: int) -> float:

@@ -20,10 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -32,13 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-        tcp.bind(("127.0.0.1", 0))
-        return tcp.getsockname()[1]
+from bench.common import Proc, free_port  # noqa: E402
 
-
-PORT = _free_port()
+PORT = free_port()
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "squirrel.settings")
 os.environ.setdefault("SQUIRREL_SECRET_KEY", "bench")
 os.environ["SQUIRREL_REDIS_PREFIX"] = f"squirrel-bench-{uuid.uuid4().hex[:6]}:"
@@ -59,40 +52,6 @@ from pvs.models import PV  # noqa: E402
 from snapshots import restore as services  # noqa: E402
 from snapshots.compare import side_from_columns  # noqa: E402
 from snapshots.models import Snapshot, SnapshotValue, ValueKind, ValueSource  # noqa: E402
-
-
-class Proc:
-    """A child process whose output is kept; waits for a line containing ``ready``."""
-
-    def __init__(self, args: list[str], ready: str, env: dict[str, str]) -> None:
-        self.lines: list[str] = []
-        self.event = threading.Event()
-        self.proc = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
-        threading.Thread(target=self._pump, args=(ready,), daemon=True).start()
-
-    def _pump(self, ready: str) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if ready in line:
-                self.event.set()
-
-    def wait_ready(self, timeout: float) -> None:
-        if not self.event.wait(timeout):
-            self.stop()
-            raise SystemExit("child did not start:\n" + "".join(self.lines[-30:]))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
 
 
 def catalog_make(devices: list[sim.Device]) -> list[PV]:
@@ -231,23 +190,25 @@ def main() -> None:
     prefix = f"BR{uuid.uuid4().hex[:4].upper()}"
     devices = sim.sim_devices(count=args.count, prefix=prefix, update_share=0.0)
     env = {**os.environ, "EPICS_CA_SERVER_PORT": str(PORT),
-           "EPICS_CA_REPEATER_PORT": str(_free_port()), "PYTHONUNBUFFERED": "1"}  # fmt: skip
+           "EPICS_CA_REPEATER_PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}  # fmt: skip
     t0 = time.perf_counter()
     ioc = Proc(
+        "sim_ioc",
         [sys.executable, "manage.py", "sim_ioc", "--count", str(args.count), "--prefix", prefix,
-         "--port", str(PORT), "--update-share", "0"], "sim_ioc ready", env,
+         "--port", str(PORT), "--update-share", "0"], env,
     )  # fmt: skip
     worker = None
     pvs: list[PV] = []
     snaps: list[Snapshot] = []
     try:
-        ioc.wait_ready(180)
+        ioc.wait_for("sim_ioc ready", 180)
         print(f"sim IOC with {args.count:,} devices ready in {time.perf_counter() - t0:.1f} s")
         worker = None if args.inline else Proc(
+            "worker",
             [str(Path(sys.executable).with_name("celery")), "-A", "squirrel", "worker",
              "-I", "snapshots.restore_tasks", "--pool", "solo", "--loglevel", "info",
              "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            "ready", {**env, "SQUIRREL_LOG_LEVEL": "INFO"},
+            {**env, "SQUIRREL_LOG_LEVEL": "INFO"},
         )  # fmt: skip
         pvs = catalog_make(devices)
         snap = snapshot_make(devices, pvs)
@@ -281,7 +242,7 @@ def main() -> None:
         events.sync_redis().delete(events.heartbeat_key(), events.values_hash())
 
         if worker is not None:
-            worker.wait_ready(60)
+            worker.wait_for("ready", 60)
         for mode in ("direct", "cache"):
             asyncio.run(_bare_put(_initial_values(devices), timeout))  # back to the start
             if mode == "cache":

@@ -22,7 +22,6 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.common import free_port  # noqa: E402
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "squirrel.settings")
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 DAPHNE = str(ROOT / ".venv" / "bin" / "daphne")
@@ -182,12 +183,6 @@ def admin_page_seconds(snapshot_id: str) -> float:
     return elapsed
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _ensure_database(url: str) -> None:
     import psycopg
 
@@ -233,7 +228,7 @@ def main() -> None:
     os.environ.setdefault("SQUIRREL_ANONYMOUS_ACCESS", "read")
     os.environ.setdefault("SQUIRREL_REDIS_PREFIX", "squirrel-bench4:")
     _ensure_database(url)
-    port = _free_port()
+    port = free_port()
     daphne = _start_daphne(port)
     try:
         result = run(
