@@ -900,6 +900,12 @@ def _items_from_rows(rows: list[_PlanRow]) -> list[_Item]:
 
 
 def _outcomes_write(restore_id: Any, results: Iterable[_Result]) -> None:
+    """COPY outcomes of ``restore_id`` inside the caller's transaction, holding the restore
+    row FOR KEY SHARE: what the missing foreign key would check per row (models BULK_CHILD)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM restore WHERE id = %s FOR KEY SHARE", [restore_id])
+        if cursor.fetchone() is None:
+            raise RestoreAborted(f"Restore {restore_id} no longer exists; outcomes not recorded")
     _copy(
         RestoreOutcome._meta.db_table,
         _OUTCOME_COLUMNS,
