@@ -88,6 +88,9 @@ def report(label: str, times: list[float], goal: str, cpu: str | None = None) ->
     line = f"  {label:<38}: {median(times):6.2f} s  ({goal}; runs {runs})"
     if cpu and CPU.get(cpu):
         line += f"; CPU of {cpu}: {median(CPU[cpu]):.2f} s"
+        if cpu in PHASES:
+            queue, run, tail = (median([p[i] for p in PHASES[cpu]]) for i in range(3))
+            line += f"; queue {queue:.2f} s, run {run:.2f} s, commit+poll {tail:.2f} s"
     print(line + f"; load {os.getloadavg()[0]:.1f}", flush=True)
 
 
@@ -115,6 +118,7 @@ def proc_cpu(pid: int | None) -> float:
 
 
 CPU: dict[str, list[float]] = {}
+PHASES: dict[str, list[tuple[float, float, float]]] = {}
 
 
 def post_and_wait(use_cache: bool) -> tuple[float, str]:
@@ -136,6 +140,16 @@ def post_and_wait(use_cache: bool) -> tuple[float, str]:
     elapsed = time.perf_counter() - started
     CPU.setdefault(f"worker {query or 'cache'}", []).append(proc_cpu(WORKER_PID) - cpu)
     assert job.status == "completed", job.error
+    if job.started_at and job.completed_at:
+        # where the time went: POST + queue until the worker started, the run, the rest
+        # (commit after completed_at was stamped, and this poll loop)
+        ended = time.time()
+        PHASES.setdefault(f"worker {query or 'cache'}", []).append((
+            (job.started_at - job.created_at).total_seconds(),
+            (job.completed_at - job.started_at).total_seconds(),
+            ended - job.completed_at.timestamp(),
+        ))  # fmt: skip
+    return elapsed, job.result_id
     return elapsed, job.result_id
 
 

@@ -140,7 +140,9 @@ class FanOut:
             pubsub = None
             try:
                 assert self._redis is not None
-                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                pubsub = self._redis.pubsub(
+                    ignore_subscribe_messages=True, push_handler_func=_push_as_is
+                )
                 await pubsub.subscribe(events.updates_channel())
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
@@ -230,6 +232,12 @@ class FanOut:
             "bufferSize": sum(len(c.pending) for c in self.clients.values()),
             "batchIntervalMs": settings.WEBSOCKET_BATCH_INTERVAL_MS,
         }
+
+
+async def _push_as_is(response: Any) -> Any:
+    """Pub/sub push handler: the message as it came. redis-py's default handler formats every
+    message into a debug log line (``str()`` of 1 MB of batch: 14 ms) even with debug off."""
+    return response
 
 
 async def _quiet(awaitable: Awaitable[None]) -> None:
