@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import orjson
 import redis
 import websockets
@@ -132,9 +131,11 @@ def clients_process(url: str, subsets: list[list[str]], ready: Any, burst_count:
 
 
 def publish(rds: redis.Redis, updates: dict[str, dict]) -> None:
+    """One flush of the monitor (monitor.runner): HSET the packed entries, publish the batch."""
+    packed = {k: pack(v) for k, v in updates.items()}
     pipe = rds.pipeline(transaction=False)
-    pipe.hset(events.values_hash(), mapping={k: pack(v) for k, v in updates.items()})
-    pipe.publish(events.updates_channel(), msgpack.packb({"t": time.time(), "u": updates}))
+    pipe.hset(events.values_hash(), mapping=packed)
+    pipe.publish(events.updates_channel(), events.update_batch(time.time(), packed))
     pipe.execute()
 
 

@@ -37,7 +37,7 @@ class LiveValuesConsumer(AsyncWebsocketConsumer):
             await self.close(code=POLICY_VIOLATION)
             return
         await self.accept()
-        self.client = fanout().add_client(self._send_json)
+        self.client = fanout().add_client(self._send_json, self._send_text)
 
     async def disconnect(self, code: int) -> None:
         if self.client is not None:
@@ -56,6 +56,9 @@ class LiveValuesConsumer(AsyncWebsocketConsumer):
 
     async def _send_json(self, message: dict[str, Any]) -> None:
         await self.send(text_data=dumps(message))
+
+    async def _send_text(self, text: str) -> None:
+        await self.send(text_data=text)
 
     async def _error(self, message: str) -> None:
         await self._send_json({"type": "error", "message": message})

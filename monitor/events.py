@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import cache
 
+import msgpack
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
@@ -33,6 +34,23 @@ def disconnected_set() -> str:
 def updates_channel() -> str:
     """Pub/sub channel of update batches from the monitor."""
     return key("pv", "updates")
+
+
+def update_batch(now: float, packed: dict[str, bytes]) -> bytes:
+    """The message published on ``updates_channel``: msgpack ``{"t": now, "u": {address:
+    entry}}``, built from entries already packed for the HSET (``values.pack``), so each
+    entry is encoded once."""
+    packer = msgpack.Packer(use_bin_type=True)
+    return b"".join(
+        [
+            packer.pack_map_header(2),
+            packer.pack("t"),
+            packer.pack(now),
+            packer.pack("u"),
+            packer.pack_map_header(len(packed)),
+            *(packer.pack(name) + data for name, data in packed.items()),
+        ]
+    )
 
 
 def heartbeat_key(shard: int = 0) -> str:

@@ -2,11 +2,12 @@
 
 One listener per web process reads the monitor's update batches from Redis pub/sub. An
 in-memory index maps each address to the local clients that want it; an update is encoded to
-its wire form once and stored in each interested client's ``pending`` dict (latest value per PV
-wins). A flush loop every ``WEBSOCKET_BATCH_INTERVAL_MS`` sends each client one ``diff`` with
-its pending entries. A client whose previous send has not finished is skipped until it has:
-its pending dict keeps coalescing, so its memory is bounded by the number of PVs it subscribes
-to and it never delays the others.
+its wire form once -- as the JSON text of its ``"name":{...}`` member of a diff -- and stored in
+each interested client's ``pending`` dict (latest value per PV wins), so a diff is a join of
+ready text, not a JSON encoding per client. A flush loop every ``WEBSOCKET_BATCH_INTERVAL_MS``
+sends each client one ``diff`` with its pending entries. A client whose previous send has not
+finished is skipped until it has: its pending dict keeps coalescing, so its memory is bounded
+by the number of PVs it subscribes to and it never delays the others.
 """
 
 from __future__ import annotations
@@ -23,23 +24,28 @@ import msgpack
 from django.conf import settings
 
 from monitor import events
-from monitor.values import to_wire, unpack
+from monitor.values import unpack, wire_in_place
+from squirrel.api import encode
 
 log = logging.getLogger(__name__)
 
 Sender = Callable[[dict[str, Any]], Awaitable[None]]
+TextSender = Callable[[str], Awaitable[None]]
 
 
 class Client:
     """One connected socket: what it wants, what is waiting for it, whether a send is in flight."""
 
-    __slots__ = ("id", "send", "wanted", "pending", "busy", "sent_diffs", "skipped_flushes")
+    __slots__ = (
+        "id", "send", "send_text", "wanted", "pending", "busy", "sent_diffs", "skipped_flushes",
+    )  # fmt: skip
 
-    def __init__(self, send: Sender) -> None:
+    def __init__(self, send: Sender, send_text: TextSender) -> None:
         self.id = uuid.uuid4().hex
-        self.send = send
+        self.send = send  # a message as a dict, encoded by the consumer
+        self.send_text = send_text  # a message already encoded (diffs)
         self.wanted: set[str] = set()
-        self.pending: dict[str, dict[str, Any]] = {}
+        self.pending: dict[str, bytes] = {}  # name -> b'"name":{wire entry}' (diff_text)
         self.busy = False
         self.sent_diffs = 0
         self.skipped_flushes = 0
@@ -80,8 +86,8 @@ class FanOut:
             self._redis = None
 
     # -- clients and subscriptions ----------------------------------------------------------
-    def add_client(self, send: Sender) -> Client:
-        client = Client(send)
+    def add_client(self, send: Sender, send_text: TextSender) -> Client:
+        client = Client(send, send_text)
         self.clients[client.id] = client
         self.start()
         return client
@@ -116,23 +122,26 @@ class FanOut:
             return {}
         assert self._redis is not None
         packed = await self._redis.hmget(events.values_hash(), names)
-        return {n: to_wire(unpack(p)) for n, p in zip(names, packed, strict=True) if p is not None}
+        return {
+            n: wire_in_place(unpack(p)) for n, p in zip(names, packed, strict=True) if p is not None
+        }
 
     async def everything(self) -> dict[str, dict[str, Any]]:
         assert self._redis is not None
         raw = await self._redis.hgetall(events.values_hash())
-        return {k.decode(): to_wire(unpack(v)) for k, v in raw.items()}
+        return {k.decode(): wire_in_place(unpack(v)) for k, v in raw.items()}
 
     # -- the three loops --------------------------------------------------------------------
     def deliver(self, updates: dict[str, Any]) -> None:
-        """Route one batch of entries to the pending dicts of interested clients."""
+        """Route one batch of entries (freshly decoded: converted in place) to the pending
+        dicts of interested clients."""
         index = self.index
         for name, entry in updates.items():
             subscribers = index.get(name)
             if subscribers:
-                wire = to_wire(entry)
+                member = encode(name) + b":" + encode(wire_in_place(entry))
                 for client in subscribers:
-                    client.pending[name] = wire
+                    client.pending[name] = member
                 self._delivered.set()
 
     async def _listen(self) -> None:
@@ -163,11 +172,9 @@ class FanOut:
                     with contextlib.suppress(Exception):
                         await pubsub.aclose()
 
-    async def _send_diff(self, client: Client, data: dict[str, Any]) -> None:
+    async def _send_diff(self, client: Client, data: dict[str, bytes]) -> None:
         try:
-            await client.send(
-                {"type": "diff", "data": data, "count": len(data), "timestamp": time.time()}
-            )
+            await client.send_text(diff_text(data, time.time()))
             client.sent_diffs += 1
         except Exception:
             log.debug("diff to client %s failed", client.id, exc_info=True)
@@ -232,6 +239,18 @@ class FanOut:
             "bufferSize": sum(len(c.pending) for c in self.clients.values()),
             "batchIntervalMs": settings.WEBSOCKET_BATCH_INTERVAL_MS,
         }
+
+
+def diff_text(members: dict[str, bytes], timestamp: float) -> str:
+    """The ``diff`` message (contract §4.3) from pre-encoded members: the same JSON as
+    ``dumps({"type": "diff", "data": {...}, "count": n, "timestamp": t})``."""
+    return b"".join(
+        (
+            b'{"type":"diff","data":{',
+            b",".join(members.values()),
+            b'},"count":%d,"timestamp":%s}' % (len(members), encode(timestamp)),
+        )
+    ).decode()
 
 
 async def _push_as_is(response: Any) -> Any:

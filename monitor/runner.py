@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
 import redis
 import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
@@ -187,23 +186,12 @@ class Monitor:
             return 0
         batch, self.pending = self.pending, {}
         now = time.time()
-        packer = msgpack.Packer(use_bin_type=True)
         packed = {name: values.pack(entry) for name, entry in batch.items()}
         gone = [
             n for n, e in batch.items() if not e.get("connected") and n not in self.disconnected
         ]
         back = [n for n, e in batch.items() if e.get("connected") and n in self.disconnected]
-        # {"t": now, "u": {address: entry}} built from the already packed entries.
-        message = b"".join(
-            [
-                packer.pack_map_header(2),
-                packer.pack("t"),
-                packer.pack(now),
-                packer.pack("u"),
-                packer.pack_map_header(len(packed)),
-                *(packer.pack(name) + data for name, data in packed.items()),
-            ]
-        )
+        message = events.update_batch(now, packed)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(events.values_hash(), mapping=packed)
         if gone:

@@ -89,22 +89,25 @@ def status_name(status: int | None) -> str | None:
     return ALARM_STATUS[status] if 0 <= status < len(ALARM_STATUS) else str(status)
 
 
-_WIRE_KEYS = frozenset(
-    ("value", "connected", "updated_at", "severity", "timestamp", "units", "error",
-     "precision", "index", "enum_strs")
-)  # fmt: skip
+_NOT_WIRE = ("upper_ctrl_limit", "lower_ctrl_limit")
 _STATUS_COUNT = len(ALARM_STATUS)
 
 
 def to_wire(entry: Entry) -> dict[str, Any]:
     """A CacheEntry for the API and WebSocket (contract §8.3): status as its name, null keys
-    left out, NaN/Inf as null, extra metadata (precision, enum strings, index) kept.
+    left out, NaN/Inf as null, extra metadata (precision, enum strings, index) kept."""
+    return wire_in_place({k: v for k, v in entry.items() if v is not None})  # type: ignore[arg-type]
 
-    One pass over the entry's keys: the live fan-out calls this for every update of a burst
-    (50K at a time), so it is kept to a comprehension and type checks.
-    """
-    out: dict[str, Any] = {k: v for k, v in entry.items() if v is not None and k in _WIRE_KEYS}
-    status = entry.get("status")
+
+def wire_in_place(entry: Entry) -> dict[str, Any]:
+    """``to_wire`` of an entry the caller owns and that has no None values (what ``unpack``
+    gives for what ``pack`` stored), converted in place: the live fan-out does this for every
+    update of a burst, 50K at a time, at a quarter of the cost of building a new dict."""
+    out: dict[str, Any] = entry  # type: ignore[assignment]
+    for key in _NOT_WIRE:
+        if key in out:
+            del out[key]
+    status = out.get("status")
     if status is not None:
         out["status"] = (
             ALARM_STATUS[status]

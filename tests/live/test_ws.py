@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import msgpack
@@ -147,15 +148,15 @@ async def test_slow_client_is_bounded_and_does_not_delay_the_fast_one(rds):
     await wait_listening()
     slow_client = next(c for c in hub.clients.values() if len(c.wanted) == 1000)
 
-    # The slow client's sends never complete: block its sender.
+    # The slow client's diff sends never complete: block its sender.
     gate = asyncio.Event()
-    original = slow_client.send
+    original = slow_client.send_text
 
-    async def stuck(message):
+    async def stuck(text):
         await gate.wait()
-        await original(message)
+        await original(text)
 
-    slow_client.send = stuck
+    slow_client.send_text = stuck
     for round_ in range(50):  # 50 batches x 1000 PVs = 50K updates
         await publish(rds, {n: entry(round_) for n in names})
     latest = None
@@ -192,3 +193,21 @@ async def test_ws_status_counts_this_process_clients(rds):
     assert body["activeConnections"] >= 1 and body["uniquePVsSubscribed"] >= 2
     assert body["batchIntervalMs"] == 100 and body["multiInstanceEnabled"] is False
     await ws.disconnect()
+
+
+async def test_diff_text_is_the_json_of_the_diff_message():
+    from monitor.fanout import diff_text
+    from monitor.values import to_wire
+    from squirrel.api import encode
+
+    entries = {"A:1": entry(1.5, units="mA"), 'Q:"x"\\é': entry("text"), "E": entry(None)}
+    members = {n: encode(n) + b":" + encode(to_wire(e)) for n, e in entries.items()}
+    text = diff_text(members, 1795545610.25)
+    assert json.loads(text) == {
+        "type": "diff",
+        "data": {n: to_wire(e) for n, e in entries.items()},
+        "count": 3,
+        "timestamp": 1795545610.25,
+    }
+    assert json.loads(diff_text({}, 1.0)) == {"type": "diff", "data": {}, "count": 0,
+                                              "timestamp": 1.0}  # fmt: skip
