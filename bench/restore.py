@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-from bench.common import Proc, free_port  # noqa: E402
+from bench.common import Proc, free_port, vacuum  # noqa: E402
 
 PORT = free_port()
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "squirrel.settings")
@@ -187,6 +187,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the rows afterwards")
     parser.add_argument("--inline", action="store_true", help="restore in this process")
     args = parser.parse_args()
+    print(f"VACUUM ANALYZE of the benchmark's tables: {vacuum():.1f} s")
     prefix = f"BR{uuid.uuid4().hex[:4].upper()}"
     devices = sim.sim_devices(count=args.count, prefix=prefix, update_share=0.0)
     env = {**os.environ, "EPICS_CA_SERVER_PORT": str(PORT),

@@ -38,7 +38,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "squirrel.settings")
 os.environ["EPICS_CA_ADDR_LIST"] = "127.0.0.1"
 os.environ["EPICS_CA_AUTO_ADDR_LIST"] = "NO"
 
-from bench.common import Proc, free_port  # noqa: E402
+from bench.common import Proc, free_port, vacuum  # noqa: E402
 
 PY = sys.executable
 CELERY = str(Path(PY).with_name("celery"))
@@ -224,6 +224,7 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     channels = catalog_build(args.count, args.prefix)
+    vacuum()
     print(f"catalog: {args.count} PVs, {channels} channels")
     port = free_port()
     env = {

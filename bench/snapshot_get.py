@@ -32,7 +32,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.common import free_port  # noqa: E402
+from bench.common import free_port, vacuum  # noqa: E402
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "squirrel.settings")
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
@@ -64,6 +64,7 @@ def seed(count: int) -> tuple[str, float]:
 
     Snapshot.objects.filter(title__startswith="bench4 ").delete()
     PV.objects.filter(setpoint_address__startswith="BENCH4:").delete()
+    vacuum()
     group, _ = TagGroup.objects.get_or_create(name="Bench4 area")
     tags = [Tag.objects.get_or_create(name=f"A{i}", group=group)[0] for i in range(10)]
     pvs = PV.objects.bulk_create(
