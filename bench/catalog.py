@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import free_port  # noqa: E402
+from bench.common import free_port, start_daphne  # noqa: E402
 
 DATABASE = "squirrel_bench"
 BASE_DB_URL = "postgresql://postgres@127.0.0.1:5432"
@@ -44,7 +44,6 @@ ENV = {
 os.environ.update(ENV)
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "squirrel.settings")
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
-DAPHNE = str(ROOT / ".venv" / "bin" / "daphne")
 GROUPS = {"Area": 40, "Subsystem": 12, "Kind": 6}
 
 
@@ -104,29 +103,6 @@ def timed_import(path: Path, *args: str) -> tuple[float, str]:
         text=True,
     )
     return time.perf_counter() - started, done.stdout.strip()
-
-
-def start_daphne(port: int) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [DAPHNE, "-b", "127.0.0.1", "-p", str(port), "squirrel.asgi:application"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"daphne exited with {process.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/health")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return process
-        except OSError:
-            time.sleep(0.2)
-    process.terminate()
-    raise RuntimeError("daphne did not answer within 30 s")
 
 
 def get(conn: http.client.HTTPConnection, path: str) -> tuple[float, Any]:

@@ -21,7 +21,6 @@ import json
 import multiprocessing
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import free_port  # noqa: E402
+from bench.common import free_port, start_daphne  # noqa: E402
 
 PREFIX = f"squirrel-bench-live-{os.getpid()}:"
 os.environ["SQUIRREL_REDIS_PREFIX"] = PREFIX
@@ -146,18 +145,8 @@ async def run(args: argparse.Namespace) -> None:
         publish(rds, {n: entry(0.0) for n in names[start : start + 10_000]})
     port = free_port()
     env = {**os.environ, "SQUIRREL_ANONYMOUS_ACCESS": "read"}
-    web = subprocess.Popen(
-        [str(ROOT / ".venv/bin/daphne"), "-b", "127.0.0.1", "-p", str(port),
-         "squirrel.asgi:application"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    web = start_daphne(port, env)
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         # POST /v1/pvs/live with 5K names (the frontend's poll)
         conn = http.client.HTTPConnection("127.0.0.1", port)
         body = json.dumps({"pv_names": random.sample(names, 5000)})
