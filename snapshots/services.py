@@ -204,19 +204,27 @@ def values_collect(
         vouched_at = monitor_vouched_at(now=now)
         clean, source = values.clean, ValueSource.CACHE
         # Fresh: connected, no error, and confirmed current within max_age -- confirmed by
-        # its updated_at, or by a live monitor's heartbeat (module docstring, step 3).
+        # its updated_at, or by a live monitor's heartbeat (module docstring, step 3). The
+        # loop runs 95K times per capture: its tests are ordered and inlined for speed.
+        oldest = now - max_age
         for address, entry in cached.items():
-            if not entry.get("connected") or entry.get("error"):
+            get = entry.get
+            if not get("connected") or get("error"):
                 continue
-            confirmed = entry.get("updated_at")
+            confirmed = get("updated_at")
             if vouched_at is not None and (confirmed is None or confirmed < vouched_at):
                 confirmed = vouched_at
-            if confirmed is None or now - confirmed > max_age:
+            if confirmed is None or confirmed < oldest:
                 continue
-            value = entry.get("value")
-            if type(value) is not str and type(value) is not int and value is not None:
-                entry = clean(entry)  # NaN/Inf out (floats and arrays only)
-            captured[address] = _Captured(entry, source, max(0.0, now - confirmed))
+            value = get("value")
+            cls = type(value)
+            if cls is float:
+                if value - value != 0.0:  # NaN or infinite
+                    entry = clean(entry)
+            elif cls is not str and cls is not int and value is not None:
+                entry = clean(entry)  # arrays: NaN/Inf elements out
+            age = now - confirmed
+            captured[address] = _Captured(entry, source, age if age > 0.0 else 0.0)
         counts.live = len(captured)
     to_read = [a for a in addresses if a not in captured]
     if to_read:
