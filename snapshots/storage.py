@@ -99,10 +99,6 @@ COPY_COLUMNS: tuple[str, ...] = (
     *(f"rb_{c}" for c in _SIDE_COLUMNS),
 )
 _COPY_SQL = f"COPY snapshot_value ({', '.join(COPY_COLUMNS)}) FROM STDIN"
-_ORPHANS_SQL = (
-    "UPDATE snapshot_value sv SET pv_id = NULL WHERE sv.snapshot_id = %s"
-    " AND sv.pv_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pv WHERE pv.id = sv.pv_id)"
-)
 _EMPTY_SIDE: tuple[None, ...] = (None,) * len(_SIDE_COLUMNS)
 _META_UNITS_MAX = ValueMeta._meta.get_field("units").max_length or 64
 
@@ -323,16 +319,20 @@ def snapshot_values_write(*, snapshot: Snapshot, values: Iterable[CapturedValue]
     with connection.cursor() as cursor:
         # pv_id has no database constraint (models.SnapshotValue.pv): no PV may be deleted
         # until this transaction ends, and ids of PVs deleted since the catalog was read are
-        # nulled below -- what the constraint and SET_NULL would have given, in one statement.
+        # written as null -- what the constraint and SET_NULL would have given. (Reading the
+        # 50K ids here, ~40 ms, is half the cost of nulling them with an UPDATE afterwards.)
         cursor.execute("LOCK TABLE pv IN SHARE MODE")
+        cursor.execute("SELECT id::text FROM pv")
+        existing = {pv_id for (pv_id,) in cursor.fetchall()}
         pg = cursor.connection  # the psycopg connection (Django's wrapper delegates)
         with pg.cursor() as raw, raw.copy(_COPY_SQL) as copy:
             write = copy.write_row
             for v, (sp_key, rb_key) in zip(rows, row_keys, strict=True):
+                pv_id = str(v.pv_id) if v.pv_id is not None else None
                 write(
                     (
                         snapshot_id,
-                        str(v.pv_id) if v.pv_id is not None else None,
+                        pv_id if pv_id in existing else None,
                         v.pv_name or "",
                         v.setpoint_address,
                         v.readback_address,
@@ -340,7 +340,6 @@ def snapshot_values_write(*, snapshot: Snapshot, values: Iterable[CapturedValue]
                         *_side_row(v.readback, v.rb_source, v.rb_age, metas[rb_key]),
                     )
                 )
-        cursor.execute(_ORPHANS_SQL, [snapshot_id])
     return len(rows)
 
 
