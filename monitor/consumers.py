@@ -37,7 +37,7 @@ class LiveValuesConsumer(AsyncWebsocketConsumer):
             await self.close(code=POLICY_VIOLATION)
             return
         await self.accept()
-        self.client = fanout().add_client(self._send_json, self._send_text)
+        self.client = fanout().add_client(self._send_text)
 
     async def disconnect(self, code: int) -> None:
         if self.client is not None:

@@ -25,25 +25,21 @@ from django.conf import settings
 
 from monitor import events
 from monitor.values import unpack, wire_in_place
-from squirrel.api import encode
+from squirrel.api import dumps, encode
 
 log = logging.getLogger(__name__)
 
-Sender = Callable[[dict[str, Any]], Awaitable[None]]
-TextSender = Callable[[str], Awaitable[None]]
+Sender = Callable[[str], Awaitable[None]]  # sends one message, already JSON text
 
 
 class Client:
     """One connected socket: what it wants, what is waiting for it, whether a send is in flight."""
 
-    __slots__ = (
-        "id", "send", "send_text", "wanted", "pending", "busy", "sent_diffs", "skipped_flushes",
-    )  # fmt: skip
+    __slots__ = ("id", "send", "wanted", "pending", "busy", "sent_diffs", "skipped_flushes")
 
-    def __init__(self, send: Sender, send_text: TextSender) -> None:
+    def __init__(self, send: Sender) -> None:
         self.id = uuid.uuid4().hex
-        self.send = send  # a message as a dict, encoded by the consumer
-        self.send_text = send_text  # a message already encoded (diffs)
+        self.send = send
         self.wanted: set[str] = set()
         self.pending: dict[str, bytes] = {}  # name -> b'"name":{wire entry}' (diff_text)
         self.busy = False
@@ -86,8 +82,8 @@ class FanOut:
             self._redis = None
 
     # -- clients and subscriptions ----------------------------------------------------------
-    def add_client(self, send: Sender, send_text: TextSender) -> Client:
-        client = Client(send, send_text)
+    def add_client(self, send: Sender) -> Client:
+        client = Client(send)
         self.clients[client.id] = client
         self.start()
         return client
@@ -174,7 +170,7 @@ class FanOut:
 
     async def _send_diff(self, client: Client, data: dict[str, bytes]) -> None:
         try:
-            await client.send_text(diff_text(data, time.time()))
+            await client.send(diff_text(data, time.time()))
             client.sent_diffs += 1
         except Exception:
             log.debug("diff to client %s failed", client.id, exc_info=True)
@@ -218,12 +214,14 @@ class FanOut:
                 self.monitor_heartbeat is not None
                 and now - self.monitor_heartbeat < settings.MONITOR_ALIVE_SECONDS
             )
-            message = {
-                "type": "heartbeat",
-                "timestamp": now,
-                "monitor_heartbeat": self.monitor_heartbeat,
-                "monitor_alive": alive,
-            }
+            message = dumps(
+                {
+                    "type": "heartbeat",
+                    "timestamp": now,
+                    "monitor_heartbeat": self.monitor_heartbeat,
+                    "monitor_alive": alive,
+                }
+            )  # encoded once for every client
             for client in list(self.clients.values()):
                 if not client.busy:
                     asyncio.create_task(_quiet(client.send(message)))

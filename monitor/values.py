@@ -90,7 +90,6 @@ def status_name(status: int | None) -> str | None:
 
 
 _NOT_WIRE = ("upper_ctrl_limit", "lower_ctrl_limit")
-_STATUS_COUNT = len(ALARM_STATUS)
 
 
 def to_wire(entry: Entry) -> dict[str, Any]:
@@ -109,11 +108,7 @@ def wire_in_place(entry: Entry) -> dict[str, Any]:
             del out[key]
     status = out.get("status")
     if status is not None:
-        out["status"] = (
-            ALARM_STATUS[status]
-            if type(status) is int and 0 <= status < _STATUS_COUNT
-            else status_name(status)
-        )
+        out["status"] = status_name(status)
     value = out.get("value")
     if value is None:
         out["value"] = None

@@ -150,13 +150,13 @@ async def test_slow_client_is_bounded_and_does_not_delay_the_fast_one(rds):
 
     # The slow client's diff sends never complete: block its sender.
     gate = asyncio.Event()
-    original = slow_client.send_text
+    original = slow_client.send
 
     async def stuck(text):
         await gate.wait()
         await original(text)
 
-    slow_client.send_text = stuck
+    slow_client.send = stuck
     for round_ in range(50):  # 50 batches x 1000 PVs = 50K updates
         await publish(rds, {n: entry(round_) for n in names})
     latest = None
