@@ -51,17 +51,6 @@ def _created_by(request: Request) -> str | None:
     return principal.name if principal is not None and principal.name != "anonymous" else None
 
 
-def _no_nul(key: str, value: Any) -> Any:
-    """``value``, unless it is a string holding NUL, which PostgreSQL cannot store (422)."""
-    if isinstance(value, str) and "\x00" in value:
-        msg = "Null characters are not allowed."
-        raise Invalid(
-            f"Validation error: {key}: {msg}",
-            [{"loc": ["body", key], "msg": msg, "type": "null_characters_not_allowed"}],
-        )
-    return value
-
-
 def _description(data: Any) -> str | None:
     if not isinstance(data, dict):
         raise Invalid(
@@ -76,7 +65,7 @@ def _description(data: Any) -> str | None:
                     f"Validation error: {key}: not a string",
                     [{"loc": ["body", key], "msg": "Input should be a string", "type": "str"}],
                 )
-            return _no_nul(key, value)
+            return services.text_without_nul(key, value)
     return None
 
 
@@ -87,7 +76,7 @@ class SnapshotCreateView(APIView):
         run_async = query_bool(request, "async", True)
         use_cache = query_bool(request, "use_cache", True)
         description = _description(request.data)
-        title = _no_nul("title", request.data.get("title"))  # the rest is the service's rule
+        title = request.data.get("title")  # checked by the service (snapshot_title_clean)
         if not run_async:
             snapshot = services.snapshot_capture(
                 title=title,

@@ -284,6 +284,17 @@ def captured_values_build(
         )
 
 
+def text_without_nul(key: str, value: Any) -> Any:
+    """``value``, unless it is a string holding NUL, which PostgreSQL cannot store (422)."""
+    if isinstance(value, str) and "\x00" in value:
+        msg = "Null characters are not allowed."
+        raise Invalid(
+            f"Validation error: {key}: {msg}",
+            [{"loc": ["body", key], "msg": msg, "type": "null_characters_not_allowed"}],
+        )
+    return value
+
+
 def snapshot_title_clean(title: Any) -> str:
     """The title, 1..255 characters after trimming, else Invalid (422)."""
     if not isinstance(title, str) or not title.strip():
@@ -291,12 +302,7 @@ def snapshot_title_clean(title: Any) -> str:
             "Validation error: title: field required",
             [{"loc": ["body", "title"], "msg": "Field required", "type": "missing"}],
         )
-    title = title.strip()
-    if "\x00" in title:
-        raise Invalid(
-            "Validation error: title: must not contain NUL characters",
-            [{"loc": ["body", "title"], "msg": "Contains NUL", "type": "value_error"}],
-        )
+    title = text_without_nul("title", title.strip())
     if len(title) > 255:
         raise Invalid(
             "Validation error: title: at most 255 characters",
