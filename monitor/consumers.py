@@ -122,13 +122,14 @@ class LiveValuesConsumer(AsyncWebsocketConsumer):
             return
         hub = fanout()
         hub.subscribe(self.client, names)
-        try:
-            values = await hub.current(names)
-        except Exception as exc:
-            await self._error(f"Failed to read cached values: {exc}")
-            return
-        if values:
-            await self._send_json({"type": "initial", "data": values, "count": len(values)})
+        async with hub.holding(self.client):  # updates from now on follow the initial
+            try:
+                values = await hub.current(names)
+            except Exception as exc:
+                await self._error(f"Failed to read cached values: {exc}")
+                return
+            if values:
+                await self._send_json({"type": "initial", "data": values, "count": len(values)})
 
     async def _unsubscribe(self, message: dict[str, Any]) -> None:
         names = await self._names(message)

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import msgpack
@@ -35,14 +35,17 @@ Sender = Callable[[str], Awaitable[None]]  # sends one message, already JSON tex
 class Client:
     """One connected socket: what it wants, what is waiting for it, whether a send is in flight."""
 
-    __slots__ = ("id", "send", "wanted", "pending", "busy", "sent_diffs", "skipped_flushes")
+    __slots__ = (
+        "id", "send", "wanted", "pending", "busy", "held", "sent_diffs", "skipped_flushes",
+    )  # fmt: skip
 
     def __init__(self, send: Sender) -> None:
         self.id = uuid.uuid4().hex
         self.send = send
         self.wanted: set[str] = set()
         self.pending: dict[str, bytes] = {}  # name -> b'"name":{wire entry}' (diff_text)
-        self.busy = False
+        self.busy = False  # a diff is being sent
+        self.held = False  # an initial is being read and sent: no diff may overtake it
         self.sent_diffs = 0
         self.skipped_flushes = 0
 
@@ -110,6 +113,19 @@ class FanOut:
                 subscribers.discard(client)
                 if not subscribers:
                     del self.index[name]
+
+    @contextlib.asynccontextmanager
+    async def holding(self, client: Client) -> AsyncIterator[None]:
+        """No diff goes to ``client`` inside this block; its pending updates keep coalescing
+        and follow once it ends. A subscribe reads and sends the ``initial`` inside it, so an
+        update delivered meanwhile can never reach the client before (older) initial values."""
+        client.held = True
+        try:
+            yield
+        finally:
+            client.held = False
+            if client.pending:
+                self._delivered.set()
 
     # -- reading the cache ----------------------------------------------------------------
     async def current(self, names: list[str]) -> dict[str, dict[str, Any]]:
@@ -193,7 +209,7 @@ class FanOut:
             for client in list(self.clients.values()):
                 if not client.pending:
                     continue
-                if client.busy:
+                if client.busy or client.held:
                     client.skipped_flushes += 1
                     continue
                 data, client.pending = client.pending, {}

@@ -82,6 +82,33 @@ async def test_subscribe_sends_initial_from_cache_then_diffs(rds):
     await ws.disconnect()
 
 
+async def test_no_diff_overtakes_the_initial_values(rds, monkeypatch):
+    """An update that arrives while a subscribe is still reading the cache must not reach the
+    client before its ``initial``: an older initial after a newer diff would leave a stale
+    value on screen until the PV changes again (hours, for a setpoint)."""
+    await rds.hset(events.values_hash(), "O:1", pack(entry(1.0)))
+    watcher = await connect()  # starts the listener
+    await wait_listening()
+    hub = fanout()
+    read_cache = hub.current
+
+    async def slow_current(names):
+        got = await read_cache(names)
+        await publish(rds, {"O:1": entry(2.0)})  # arrives while the initial is not yet sent
+        await asyncio.sleep(0.4)  # several flush intervals
+        return got
+
+    monkeypatch.setattr(hub, "current", slow_current)
+    ws = await connect()
+    await ws.send_json_to({"type": "subscribe", "pvNames": ["O:1"]})
+    first = await ws.receive_json_from(timeout=3)
+    assert first["type"] == "initial" and first["data"]["O:1"]["value"] == 1.0
+    then = await ws.receive_json_from(timeout=2)
+    assert then["type"] == "diff" and then["data"]["O:1"]["value"] == 2.0
+    await ws.disconnect()
+    await watcher.disconnect()
+
+
 async def test_latest_value_wins_within_a_batch(rds):
     ws = await connect("/v1/ws/live")
     await ws.send_json_to({"type": "subscribe", "pv_names": ["C:1"]})
