@@ -7,6 +7,8 @@
    from the IOC's (COPY through snapshots.storage when available);
 3. measures a bare put-with-completion of the same setpoints with the same CA client
    (monitor.ca.CAClient.write_many), then puts the initial values back;
+   and the floor of a verified restore: those puts, then the read-back of every written
+   setpoint and its readback, with no database work (same client);
 4. measures the plan of all N PVs, from direct reads and from the monitor's cache;
 5. measures POST /v1/snapshots/{id}/restore -> job completed (safety snapshot, puts with
    completion, read-back of setpoints and readbacks, outcomes recorded);
@@ -128,6 +130,18 @@ async def _bare_put(targets: dict[str, object], timeout: float) -> tuple[float, 
     return elapsed, ok
 
 
+async def _floor(targets: dict[str, object], readbacks: list[str], timeout: float) -> float:
+    """The Channel Access work no verified restore can skip, with nothing else: put with
+    completion, then read back every written setpoint and its readback (same client)."""
+    from monitor.ca import CAClient
+
+    started = time.perf_counter()
+    async with CAClient() as client:
+        await client.write_many(targets, timeout, wait=True)
+        await client.read_many([*targets, *readbacks], timeout)
+    return time.perf_counter() - started
+
+
 def _initial_values(devices: list[sim.Device]) -> dict[str, object]:
     out: dict[str, object] = {}
     for d in devices:
@@ -234,6 +248,15 @@ def main() -> None:
         bare = statistics.median(bares)
         print(f"bare put-with-completion of {writable:,} setpoints (CAClient.write_many, "
               f"incl. connect): {bare:.2f} s median of {_runs(bares)} ({ok:,} ok)")  # fmt: skip
+        readbacks = [d.readback for d in devices if d.setpoint in targets and d.readback]
+        floors = []
+        for _ in range(args.repeat):
+            floors.append(asyncio.run(_floor(targets, readbacks, timeout)))
+            asyncio.run(_bare_put(_initial_values(devices), timeout))  # back to the start
+        floor = statistics.median(floors)
+        print(f"floor of a verified restore: the same puts, then read back {writable:,} "
+              f"setpoints and {len(readbacks):,} readbacks, nothing else: {floor:.2f} s median "
+              f"of {_runs(floors)}, {floor / bare:.2f}x the bare put")  # fmt: skip
 
         started = time.perf_counter()
         plan = services.restore_plan_create(

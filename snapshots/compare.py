@@ -20,6 +20,7 @@ from django.db import connection
 from monitor import events, values
 from snapshots.models import Snapshot, ValueKind, ValueSource
 from squirrel.exceptions import NotFound
+from squirrel.perf import gc_paused
 
 # Quality of one captured side (setpoint or readback), as the completeness counts name it.
 QUALITY_LIVE = "live"  # from the cache, fresh and connected
@@ -516,6 +517,7 @@ def _tagged_pv_ids(tag_ids: Sequence[str]) -> set[str] | None:
     return {str(p) for p in through.objects.filter(tag_id__in=ids).values_list("pv_id", flat=True)}
 
 
+@gc_paused()
 def snapshot_compare(
     *, snapshot1_id: str, snapshot2_id: str, filters: CompareFilters
 ) -> Comparison:
@@ -560,6 +562,7 @@ def live_rows(*, rows: list[Row]) -> list[Row]:
     ]
 
 
+@gc_paused()
 def snapshot_compare_live(*, snapshot_id: str, filters: CompareFilters) -> Comparison:
     """Compare a snapshot with the live values in the cache; ``snapshot2Id`` is ``"live"``."""
     sid = _snapshot_id(snapshot_id)

@@ -64,6 +64,7 @@ from snapshots.models import (
 )
 from squirrel.api import dumps, finite
 from squirrel.exceptions import Conflict, Invalid, NotFound, Unavailable
+from squirrel.perf import gc_paused
 
 log = logging.getLogger(__name__)
 
@@ -457,6 +458,7 @@ def plan_store(
     return plan
 
 
+@gc_paused()
 def restore_plan_create(
     *, snapshot_id: Any, selection: Selection, created_by: str | None
 ) -> RestorePlan:
@@ -1212,6 +1214,7 @@ def _note_attempt(restore: Restore, *, through: int, attempted: int) -> None:
         raise RestoreAborted(f"Restore {restore.pk} is no longer running; stopped writing")
 
 
+@gc_paused()
 def restore_execute(*, restore: Restore, progress: ProgressFn) -> Restore:
     """Plan (if needed), safety snapshot, write, verify and record; the Restore, completed.
 
