@@ -935,11 +935,8 @@ class CAClient:
                 continue
             ioc = ioc_name(name)
             by_ioc[ioc] = by_ioc.get(ioc, False) or bool(ok(result))
-        for ioc, success in by_ioc.items():
-            if success:
-                self.breakers.success(ioc)
-            else:
-                self.breakers.failure(ioc)
+        if by_ioc:
+            self.breakers.record(by_ioc)
 
     def _encode(self, ch: _Channel, value: Any) -> tuple[bytes, int]:
         """(payload in the channel's native type, element count)."""

@@ -351,6 +351,25 @@ def test_another_process_first_success_does_not_hide_an_open_breaker(redis_clien
     assert [s["name"] for s in circuits_read()] == ["NEW:IOC", "P:Q"]
 
 
+def test_record_of_many_iocs_at_once(redis_client):
+    """A 50K-PV read reports thousands of IOCs in one call: all listed, failures saved, an
+    operator's forced state kept."""
+    circuit_force(name="IOC:7", state="open")
+    breakers = CircuitBreakers(threshold=1)
+    calls = {f"IOC:{i}": i % 10 != 3 for i in range(5000)}
+    breakers.record(calls)
+    stored = {s["name"]: s for s in circuits_read()}
+    assert len(stored) == 5000
+    assert stored["IOC:0"]["state"] == "closed" and stored["IOC:0"]["call_count"] == 1
+    assert stored["IOC:3"]["state"] == "open" and stored["IOC:3"]["failure_count"] == 1
+    assert sum(s["state"] == "open" for s in stored.values()) == 500 + 1  # + forced IOC:7
+    assert stored["IOC:7"]["forced"] == "open"
+    breakers.record({"IOC:3": True, "IOC:7": False})
+    stored = {s["name"]: s for s in circuits_read()}
+    assert stored["IOC:3"]["state"] == "closed" and stored["IOC:3"]["call_count"] == 2
+    assert stored["IOC:7"]["forced"] == "open" and stored["IOC:7"]["failure_count"] == 1
+
+
 def test_forced_state_is_picked_up_from_redis(redis_client):
     breakers = CircuitBreakers(threshold=1)
     circuit_force(name="X:Y", state="open")
