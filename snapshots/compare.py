@@ -7,7 +7,6 @@ well inside a second and a half.
 
 from __future__ import annotations
 
-import json
 import math
 import uuid
 from collections.abc import Iterable, Sequence
@@ -19,6 +18,7 @@ from django.db import connection
 
 from monitor import events, values
 from snapshots.models import Snapshot, ValueKind, ValueSource
+from snapshots.storage import side_wire_value
 from squirrel.exceptions import NotFound
 from squirrel.perf import gc_paused
 
@@ -186,31 +186,22 @@ def side_from_columns(
     """
     if kind is None and source is None and error is None:
         return None
-    wire: Any = None
-    comparable: Any = None
+    wire = side_wire_value(kind, num, text, array)
     label = None
-    if kind == _FLOAT:
-        wire = comparable = num
-    elif kind == _INT:
-        if num is not None:
-            wire = int(num)
-            comparable = num
-    elif kind == _STRING:
-        wire = comparable = text
-    elif kind == _ENUM:
-        wire = int(num) if num is not None else None
+    comparable: Any
+    if kind == _ENUM:
         label = text
         comparable = text if text is not None else wire
+    elif kind == _INT:
+        comparable = num
     elif kind in _NUMERIC_ARRAYS:
-        if array is not None:
-            comparable = np.array([math.nan if x is None else x for x in array], dtype=float)
-            wire = (
-                [None if x is None else int(x) for x in array]
-                if kind == _INT_ARRAY
-                else [None if x is None or not math.isfinite(x) else x for x in array]
-            )
-    elif kind == _STRING_ARRAY and text is not None:
-        wire = comparable = json.loads(text)
+        comparable = (
+            None
+            if array is None
+            else np.array([math.nan if x is None else x for x in array], dtype=float)
+        )
+    else:
+        comparable = wire
     if wire is None and error != values.NON_FINITE:
         quality = QUALITY_FAILED
     elif connected is False or (error and error != values.NON_FINITE):
