@@ -45,3 +45,30 @@ def test_leaves_a_disabled_collector_disabled(collector_on):
         pass
     assert not gc.isenabled()
     gc.enable()
+
+
+def test_overlapping_blocks_in_two_threads(collector_on):
+    """A block that starts while another thread's runs must not leave the collector off."""
+    import threading
+
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with gc_paused():
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(5)
+        with gc_paused():
+            second_in.set()
+            first_out.wait(5)
+            assert not gc.isenabled()  # the first thread's exit did not switch it on
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert gc.isenabled()
