@@ -54,6 +54,8 @@ def _finite(value: Any) -> tuple[Any, bool]:
     if isinstance(value, float):
         return (value, False) if math.isfinite(value) else (None, True)
     if isinstance(value, list):
+        if all_finite(value):
+            return value, False
         bad = False
         out = []
         for item in value:
@@ -64,6 +66,22 @@ def _finite(value: Any) -> tuple[Any, bool]:
                 out.append(item)
         return out, bad
     return value, False
+
+
+def all_finite(items: list[Any]) -> bool:
+    """True when every item is a finite int or float, checked at C speed (a waveform has
+    thousands): NaN and ±Inf make the sum NaN or infinite. False for anything else (None,
+    strings, bools; a sum that overflows), which the caller then checks item by item."""
+    if not items or not set(map(type, items)) <= _NUMBER_TYPES:
+        return False
+    try:
+        total = sum(items)
+    except OverflowError:  # an int beyond any float beside floats
+        return False
+    return total - total == 0.0
+
+
+_NUMBER_TYPES = {float, int}
 
 
 def clean(entry: Entry) -> Entry:

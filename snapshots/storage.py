@@ -159,6 +159,8 @@ def _status_int(status: Any) -> int | None:
 
 def _pg_array(items: list[Any]) -> tuple[str, bool]:
     """A float8[] literal in COPY text form, and whether any element was NaN/Inf/None."""
+    if values.all_finite(items):
+        return "{" + ",".join(map(repr, map(float, items))) + "}", False
     parts = []
     bad = False
     for x in items:
