@@ -68,6 +68,16 @@ def _finite(value: Any) -> tuple[Any, bool]:
     return value, False
 
 
+def finite(value: Any) -> Any:
+    """``value`` with NaN and ±Inf replaced by None, through nested lists (contract §8.3):
+    what the API and the stored JSON carry instead of a number JSON cannot hold."""
+    if isinstance(value, float):
+        return value if value - value == 0.0 else None
+    if isinstance(value, list):
+        return value if all_finite(value) else [finite(v) for v in value]
+    return value
+
+
 def all_finite(items: list[Any]) -> bool:
     """True when every item is a finite int or float, checked at C speed (a waveform has
     thousands): NaN and ±Inf make the sum NaN or infinite. False for anything else (None,

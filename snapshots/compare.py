@@ -217,6 +217,9 @@ def side_from_entry(entry: values.Entry | None) -> Side | None:
     """A live cache entry as a side (enum: value is the label, ``index`` the index)."""
     if entry is None:
         return Side(wire=None, comparable=None, label=None, quality=QUALITY_FAILED)
+    value = entry.get("value")
+    if type(value) is float and value - value == 0.0 and entry.get("connected"):
+        return Side(wire=value, comparable=value, label=None, quality=QUALITY_LIVE)  # most PVs
     value = values.clean(entry).get("value")
     connected = bool(entry.get("connected"))
     if not connected:

@@ -62,7 +62,7 @@ from snapshots.models import (
     SnapshotValue,
     ValueSource,
 )
-from squirrel.api import dumps, finite
+from squirrel.api import dumps
 from squirrel.exceptions import Conflict, Invalid, NotFound, Unavailable
 from squirrel.perf import gc_paused
 
@@ -315,7 +315,7 @@ def plan_rows_saved(
             action=PlanAction.WRITE,
             abs_tol=abs_tol or 0.0,
             rel_tol=rel_tol or 0.0,
-            saved=finite(saved.wire) if saved is not None else None,
+            saved=values.finite(saved.wire) if saved is not None else None,
         )
         if pv_id is None or read_only is None:
             row.action, row.note = PlanAction.SKIP_READ_ONLY, NOT_IN_CATALOG
@@ -338,7 +338,7 @@ def plan_rows_classify(*, candidates: list[_PlanRow], live: dict[str, values.Ent
         entry = live.get(row.setpoint_address)  # type: ignore[arg-type]
         usable = entry is not None and entry.get("connected") and not entry.get("error")
         side = side_from_entry(entry) if usable else None
-        current = finite(side.wire) if side is not None else None
+        current = values.finite(side.wire) if side is not None else None
         if current is None:
             row.action = PlanAction.DISCONNECTED
             row.note = (entry or {}).get("error") or values.DISCONNECTED
@@ -399,7 +399,7 @@ def _json(value: Any) -> str | None:
         return None
     if type(value) is float and math.isfinite(value):
         return repr(value)
-    return dumps(finite(value))
+    return dumps(values.finite(value))
 
 
 def plan_store(
@@ -947,7 +947,7 @@ class RestoreAborted(Exception):
 
 def _entry_wire(entry: values.Entry | None) -> Any:
     side = side_from_entry(entry) if entry is not None else None
-    return finite(side.wire) if side is not None else None
+    return values.finite(side.wire) if side is not None else None
 
 
 def _read_error(entry: values.Entry | None) -> str:

@@ -39,7 +39,7 @@ from monitor import events, values
 from snapshots.compare import side_from_columns
 from snapshots.models import Snapshot, ValueSource
 from snapshots.storage import CapturedValue, snapshot_values_write
-from squirrel.api import dumps, finite
+from squirrel.api import dumps
 from squirrel.exceptions import Invalid, NotFound
 from squirrel.perf import gc_paused
 
@@ -511,15 +511,15 @@ def _export_side(cols: tuple[Any, ...]) -> dict[str, Any] | None:
     if side is None:
         return None
     return {
-        "value": finite(side.wire),
+        "value": values.finite(side.wire),
         "label": side.label,
         "status": status,
         "severity": severity,
         "timestamp": _iso(ts),
         "units": units,
         "precision": precision,
-        "upper_ctrl_limit": finite(upper),
-        "lower_ctrl_limit": finite(lower),
+        "upper_ctrl_limit": values.finite(upper),
+        "lower_ctrl_limit": values.finite(lower),
         "source": _SOURCE_NAMES.get(source),
         "age": age,
         "connected": connected,

@@ -8,7 +8,6 @@ turns the envelope off everywhere (HEAD-style bodies).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -39,15 +38,6 @@ def wrap_error(status: int, body: Any) -> dict[str, Any]:
     if isinstance(body, dict) and body.get("errors"):
         wrapped["errors"] = body["errors"]
     return wrapped
-
-
-def finite(value: Any) -> Any:
-    """Replace NaN and ±Inf with None, recursively through lists (contract §8.3)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, list):
-        return [finite(v) for v in value]
-    return value
 
 
 class JSONParser(parsers.JSONParser):

@@ -51,3 +51,14 @@ def test_clean_replaces_non_finite_array_elements_only():
 )
 def test_pg_array(items, literal, bad):
     assert _pg_array(items) == (literal, bad)
+
+
+def test_finite_through_nested_lists():
+    import numpy as np
+
+    assert values.finite(NAN) is None and values.finite(-INF) is None
+    assert values.finite(np.float64("nan")) is None and values.finite(np.float64(2.5)) == 2.5
+    assert values.finite([1.0, [NAN, 2], "x"]) == [1.0, [None, 2], "x"]
+    same = [1.0, 2.0]
+    assert values.finite(same) is same  # all finite: no copy
+    assert values.finite("nan") == "nan" and values.finite(None) is None
