@@ -92,9 +92,16 @@ def _pool(url: str) -> redis.ConnectionPool:
     return redis.ConnectionPool.from_url(url, socket_connect_timeout=2, socket_timeout=5)
 
 
+@cache
+def _client(url: str) -> redis.Redis:
+    return redis.Redis(connection_pool=_pool(url))
+
+
 def sync_redis() -> redis.Redis:
-    """A client on the process-wide pool."""
-    return redis.Redis(connection_pool=_pool(settings.REDIS_URL))
+    """The process-wide client (thread-safe; its pool hands each command a connection).
+    One per URL, kept: building a ``redis.Redis`` costs ~50 µs, which adds up on paths that
+    ask for it per PV or per message."""
+    return _client(settings.REDIS_URL)
 
 
 def async_redis(max_connections: int = 32) -> aioredis.Redis:
