@@ -88,13 +88,9 @@ def values_read(names: Iterable[str]) -> dict[str, Entry]:
 
 
 @cache
-def _pool(url: str) -> redis.ConnectionPool:
-    return redis.ConnectionPool.from_url(url, socket_connect_timeout=2, socket_timeout=5)
-
-
-@cache
 def _client(url: str) -> redis.Redis:
-    return redis.Redis(connection_pool=_pool(url))
+    pool = redis.ConnectionPool.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    return redis.Redis(connection_pool=pool)
 
 
 def sync_redis() -> redis.Redis:

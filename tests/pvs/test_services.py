@@ -99,12 +99,12 @@ def test_redis_failure_is_logged_not_raised(settings, caplog, django_capture_on_
     from monitor import events
 
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
-    events._pool.cache_clear()
+    events._client.cache_clear()
     try:
         with django_capture_on_commit_callbacks(execute=True):
             services.pv_create(setpoint_address="A")
     finally:
-        events._pool.cache_clear()
+        events._client.cache_clear()
     assert PV.objects.count() == 1
     assert "could not bump the catalog version" in caplog.text
 
@@ -113,9 +113,9 @@ def test_live_values_error_when_redis_is_down(settings):
     from monitor import events
 
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
-    events._pool.cache_clear()
+    events._client.cache_clear()
     try:
         values, message = services.pv_live_values(addresses=["A", None])
     finally:
-        events._pool.cache_clear()
+        events._client.cache_clear()
     assert values == {} and message.startswith("Failed to get live values")
