@@ -144,7 +144,7 @@ def wire_in_place(entry: Entry) -> dict[str, Any]:
         if value - value != 0.0:  # NaN or infinite
             out["value"] = None
     elif type(value) is list:
-        out["value"] = _finite(value)[0]
+        out["value"] = finite(value)
     if "connected" not in out:
         out["connected"] = False
     return out

@@ -396,7 +396,7 @@ def side_wire_value(kind: int | None, num: float | None, text: str | None, array
     if kind == _STRING:
         return text
     if kind == _FLOAT_ARRAY:  # NaN/Inf elements are stored NULL; one from elsewhere goes too
-        return [x if x is not None and x - x == 0.0 else None for x in array] if array else array
+        return values.finite(array)
     if kind == _INT_ARRAY:
         return [None if x is None else int(x) for x in array] if array is not None else None
     if kind == _STRING_ARRAY:
