@@ -217,8 +217,13 @@ class RestorePlanItem(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     # No database constraint (BULK_CHILD): items are written in the plan's own transaction.
+    # No index of its own: ix_restore_plan_item_action (plan, action) serves plan lookups.
     plan = models.ForeignKey(
-        RestorePlan, on_delete=models.CASCADE, related_name="items", db_constraint=False
+        RestorePlan,
+        on_delete=models.CASCADE,
+        related_name="items",
+        db_constraint=False,
+        db_index=False,
     )
     value_id = models.BigIntegerField(null=True)  # SnapshotValue row holding the saved value
     pv_id = models.UUIDField(null=True)
@@ -312,8 +317,13 @@ class RestoreOutcome(models.Model):
     id = models.BigAutoField(primary_key=True)
     # No database constraint (BULK_CHILD): the writer (restore._outcomes_write) holds the
     # restore row FOR KEY SHARE -- one lock per chunk instead of one check per row.
+    # No index of its own: ix_restore_outcome (restore, outcome) serves restore lookups.
     restore = models.ForeignKey(
-        Restore, on_delete=models.CASCADE, related_name="outcomes", db_constraint=False
+        Restore,
+        on_delete=models.CASCADE,
+        related_name="outcomes",
+        db_constraint=False,
+        db_index=False,
     )
     item_id = models.BigIntegerField(null=True)  # RestorePlanItem (kept after plan deletion)
     pv_id = models.UUIDField(null=True)
