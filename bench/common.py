@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import os
 import socket
 import subprocess
 import threading
@@ -105,3 +106,54 @@ def vacuum() -> float:
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE " + ", ".join(CHURNED_TABLES))
     return time.perf_counter() - started
+
+
+def _cpu_of(stat: str) -> tuple[str, float]:
+    """(command name, CPU seconds) of one /proc/<pid>/stat text: user and system time of the
+    process and of its children that have exited (a PostgreSQL backend that ends meanwhile,
+    as a worker's does after each task, is then counted in the postmaster's)."""
+    name = stat[stat.index("(") + 1 : stat.rindex(")")]
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return name, ticks / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds spent by named processes, and by all PostgreSQL server processes, between
+    ``start()`` and ``stop()`` (Linux /proc). On a machine with few cores the sum, divided by
+    the cores, is a floor under the wall time of whatever they did together."""
+
+    def __init__(self, **pids: int) -> None:
+        self.pids = pids
+        self._start: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        out = dict.fromkeys([*self.pids, "postgres"], 0.0)
+        by_pid = {pid: name for name, pid in self.pids.items()}
+        for stat_path in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                comm, cpu = _cpu_of(stat_path.read_text())
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+            pid = int(stat_path.parent.name)
+            if pid in by_pid:
+                out[by_pid[pid]] += cpu
+            elif comm.startswith("postgres"):
+                out["postgres"] += cpu
+        return out
+
+    def start(self) -> None:
+        self._start = self._now()
+
+    def stop(self) -> dict[str, float]:
+        end = self._now()
+        return {name: round(end[name] - self._start.get(name, 0.0), 2) for name in end}
+
+
+def cpu_text(spent: dict[str, float], wall: float) -> str:
+    """'CPU s: a 1.2, b 0.3 = 1.5 on N cores >= X s wall' for one measurement."""
+    total = sum(spent.values())
+    cores = os.cpu_count() or 1
+    parts = ", ".join(f"{name} {cpu:.2f}" for name, cpu in spent.items())
+    return (f"CPU s: {parts}; sum {total:.2f} over {cores} cores needs >= {total / cores:.2f} s "
+            f"(took {wall:.2f} s)")  # fmt: skip

@@ -13,7 +13,9 @@
 5. measures POST /v1/snapshots/{id}/restore -> job completed (safety snapshot, puts with
    completion, read-back of setpoints and readbacks, outcomes recorded);
 6. prints the figures (bare put and each restore mode: median of --repeat runs, the machine
-   being too noisy for one), removes its rows, Redis keys and processes.
+   being too noisy for one), with the CPU seconds each process spent (this bench, the
+   sim IOC, the worker, PostgreSQL): on a 2-core machine their sum over 2 is a floor under
+   the wall time; removes its rows, Redis keys and processes.
 
 Uses the database of SQUIRREL_DATABASE_URL (migrated) and its own Redis prefix.
 """
@@ -33,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-from bench.common import Proc, free_port, vacuum  # noqa: E402
+from bench.common import CpuMeter, Proc, cpu_text, free_port, vacuum  # noqa: E402
 
 PORT = free_port()
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "squirrel.settings")
@@ -240,9 +242,15 @@ def main() -> None:
         print(f"catalog: {len(pvs):,} PVs, {writable:,} writable setpoints")
 
         timeout = 10.0
+        pids = {"bench": os.getpid(), "ioc": ioc.proc.pid}
+        if worker is not None:
+            pids["worker"] = worker.proc.pid
+        meter = CpuMeter(**pids)
         bares = []
         for _ in range(args.repeat):
+            meter.start()
             bare, ok = asyncio.run(_bare_put(targets, timeout))
+            print(f"  bare put {bare:.2f} s; {cpu_text(meter.stop(), bare)}")
             bares.append(bare)
             asyncio.run(_bare_put(_initial_values(devices), timeout))  # back to the start
         bare = statistics.median(bares)
@@ -251,7 +259,9 @@ def main() -> None:
         readbacks = [d.readback for d in devices if d.setpoint in targets and d.readback]
         floors = []
         for _ in range(args.repeat):
+            meter.start()
             floors.append(asyncio.run(_floor(targets, readbacks, timeout)))
+            print(f"  floor {floors[-1]:.2f} s; {cpu_text(meter.stop(), floors[-1])}")
             asyncio.run(_bare_put(_initial_values(devices), timeout))  # back to the start
         floor = statistics.median(floors)
         print(f"floor of a verified restore: the same puts, then read back {writable:,} "
@@ -284,7 +294,9 @@ def main() -> None:
                 asyncio.run(_bare_put(_initial_values(devices), timeout))  # back to the start
                 if mode == "cache":
                     cache_fill([a for d in devices for a in (d.setpoint, d.readback) if a])
+                meter.start()
                 restore_time, restore = restore_measure(snap, inline=args.inline)
+                spent = meter.stop()
                 times.append(restore_time)
                 if restore.safety_snapshot_id:
                     snaps.append(restore.safety_snapshot)
@@ -296,6 +308,7 @@ def main() -> None:
                     queue = (restore.started_at - restore.created_at).total_seconds()
                     run = (restore.finished_at - restore.started_at).total_seconds()
                     print(f"  queue wait {queue:.2f} s, run {run:.2f} s; phases {restore.timings}")
+                print(f"  {cpu_text(spent, restore_time)}")
                 if job.status != Job.Status.COMPLETED:
                     print("job error:", job.error)
                     print("".join(worker.lines[-40:]) if worker else "")
