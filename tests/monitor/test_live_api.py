@@ -285,11 +285,13 @@ def test_live_values_from_a_monitored_sim_ioc(api, redis_client, tmp_path):
             ),
             "SQUIRREL_SECRET_KEY": django_settings.SECRET_KEY,
         }
+        log_path = tmp_path / "monitor.log"  # its log, shown if the heartbeat never comes
+        log_file = log_path.open("w")
         monitor = subprocess.Popen(
             [sys.executable, str(MANAGE), "monitor", "--max-seconds", "60"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            env={**env, "SQUIRREL_LOG_LEVEL": "INFO"},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
         try:
             names = [ioc.setpoint(0), ioc.readback(0), ioc.readback(1), ioc.readback(4)]
@@ -305,7 +307,20 @@ def test_live_values_from_a_monitored_sim_ioc(api, redis_client, tmp_path):
             assert body[ioc.readback(1)]["value"] == "ON"
             assert body[ioc.readback(1)]["enum_strs"] == ["OFF", "ON"]
             assert body[ioc.readback(4)]["value"] == pytest.approx(3.0, abs=0.01)
-            assert payload(api.get("/v1/health/heartbeat"))["alive"] is True
+            # Values can be flushed a moment before the first heartbeat lands (a CI run
+            # once read them in between): wait for it, and say why if it never comes.
+            beat: dict = {}
+
+            def alive() -> bool:
+                beat.update(payload(api.get("/v1/health/heartbeat")))
+                return beat["alive"] is True
+
+            try:
+                _wait_for(alive, 10, "the monitor's heartbeat")
+            except AssertionError:
+                raise AssertionError(
+                    f"no live heartbeat: {beat}; monitor log:\n{log_path.read_text()[-3000:]}"
+                ) from None
             summary = api.get("/v1/health/summary").json()
             assert summary["status"] == "healthy" and summary["total_pvs"] == 38
 
@@ -332,4 +347,5 @@ def test_live_values_from_a_monitored_sim_ioc(api, redis_client, tmp_path):
             except subprocess.TimeoutExpired:
                 monitor.kill()
                 monitor.wait()
+            log_file.close()
     assert monitor.returncode == 0
