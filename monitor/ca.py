@@ -961,6 +961,10 @@ class CAClient:
 
     @staticmethod
     def _enum_index(ch: _Channel, item: Any) -> int:
+        """A label must be one of the channel's; an index may be any the IOC accepts, also one
+        without a label (an mbbo holds 0..15 whatever states are named): a state read from
+        the IOC, as a safety snapshot reads it, must be writable back. The IOC decides, and
+        the restore's read-back reports what it kept."""
         strs = (ch.meta or {}).get("enum_strs") or []
         if isinstance(item, str):
             if item in strs:
@@ -972,8 +976,8 @@ class CAClient:
         if isinstance(item, bool) or not isinstance(item, int | float):
             raise TypeError(f"enum value must be a label or an index, not {item!r}")
         index = int(item)
-        if strs and not 0 <= index < len(strs):
-            raise ValueError(f"enum index {index} out of range 0..{len(strs) - 1}")
+        if not 0 <= index <= 0xFFFF:
+            raise ValueError(f"enum index {index} out of range 0..65535")
         return index
 
 

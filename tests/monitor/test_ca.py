@@ -239,6 +239,27 @@ def test_waveform_written_and_read_whole(ioc):
     assert got[ioc.name("WF")]["value"] == data
 
 
+def test_enum_index_without_a_label_is_written_and_read_back(ioc):
+    """An mbbo may hold a state that has no label (here 5 of ZR/ON/TW): a safety snapshot
+    reads such a state, so a revert must be able to write it back."""
+
+    async def go():
+        async with CAClient() as client:
+            put = await client.write_many({ioc.name("ENUM"): 5}, 3.0)
+            held = await client.read_many([ioc.name("ENUM")], 3.0)
+            refused = await client.write_many({ioc.name("ENUM"): 70000}, 3.0)
+            back = await client.write_many({ioc.name("ENUM"): "On"}, 3.0)
+            return put, held, refused, back
+
+    put, held, refused, back = run(go())
+    assert put[ioc.name("ENUM")].ok
+    assert held[ioc.name("ENUM")]["index"] == 5
+    assert held[ioc.name("ENUM")]["value"] == "5"
+    assert not refused[ioc.name("ENUM")].ok
+    assert "out of range" in refused[ioc.name("ENUM")].error
+    assert back[ioc.name("ENUM")].ok
+
+
 def test_bad_writes_fail_per_pv_and_write_nothing(ioc):
     async def go():
         async with CAClient() as client:
