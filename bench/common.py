@@ -1,4 +1,5 @@
-"""What the benchmarks share: free ports and child processes whose output they wait on."""
+"""What the benchmarks share: free ports, child processes whose output they wait on, VACUUM
+of the tables they churn, and the CPU seconds processes spend (``CpuMeter``)."""
 
 from __future__ import annotations
 
@@ -151,7 +152,8 @@ class CpuMeter:
 
 
 def cpu_text(spent: dict[str, float], wall: float) -> str:
-    """'CPU s: a 1.2, b 0.3 = 1.5 on N cores >= X s wall' for one measurement."""
+    """One line for a measurement: each process's CPU seconds, their sum, and the wall time
+    that sum needs at the least on this machine's cores."""
     total = sum(spent.values())
     cores = os.cpu_count() or 1
     parts = ", ".join(f"{name} {cpu:.2f}" for name, cpu in spent.items())
