@@ -312,6 +312,7 @@ def snapshot_title_clean(title: Any) -> str:
     return title
 
 
+@gc_paused()  # a million short-lived objects: keep the cyclic collector out
 def snapshot_capture(
     *,
     title: str,
@@ -330,43 +331,41 @@ def snapshot_capture(
     """
     title = snapshot_title_clean(title)
     report = progress or _no_progress
-    # A million short-lived objects: keep the cyclic collector out (squirrel.perf).
-    with gc_paused():
-        report(5, "Reading PV addresses from database...")
-        catalog = catalog_load()
-        addresses = list(dict.fromkeys(a for row in catalog for a in (row[1], row[2]) if a))
-        counts = Completeness()
-        captured = values_collect(
-            addresses=addresses, use_cache=use_cache, progress=report, counts=counts
+    report(5, "Reading PV addresses from database...")
+    catalog = catalog_load()
+    addresses = list(dict.fromkeys(a for row in catalog for a in (row[1], row[2]) if a))
+    counts = Completeness()
+    captured = values_collect(
+        addresses=addresses, use_cache=use_cache, progress=report, counts=counts
+    )
+    report(85, "Processing results...")
+    rows = list(captured_values_build(catalog=catalog, captured=captured))
+    # Reported before the transaction (progress written inside it would be invisible); five
+    # points above the last step, so the job's throttle always lets it through.
+    report(90, f"Saving {len(rows)} PV values to database...")
+    with transaction.atomic():
+        if job_id is not None:
+            job = Job.objects.select_for_update().get(pk=job_id)
+            if job.result_id:
+                existing = Snapshot.objects.filter(pk=job.result_id).first()
+                if existing is not None:
+                    log.info("job %s already produced snapshot %s", job_id, existing.pk)
+                    return existing
+        snapshot = snapshot_store(
+            title=title,
+            description=description,
+            created_by=created_by,
+            kind=kind,
+            rows=rows,
+            counts=counts,
         )
-        report(85, "Processing results...")
-        rows = list(captured_values_build(catalog=catalog, captured=captured))
-        # Reported before the transaction (progress written inside it would be invisible); five
-        # points above the last step, so the job's throttle always lets it through.
-        report(90, f"Saving {len(rows)} PV values to database...")
-        with transaction.atomic():
-            if job_id is not None:
-                job = Job.objects.select_for_update().get(pk=job_id)
-                if job.result_id:
-                    existing = Snapshot.objects.filter(pk=job.result_id).first()
-                    if existing is not None:
-                        log.info("job %s already produced snapshot %s", job_id, existing.pk)
-                        return existing
-            snapshot = snapshot_store(
-                title=title,
-                description=description,
-                created_by=created_by,
-                kind=kind,
-                rows=rows,
-                counts=counts,
+        if job_id is not None:
+            jobs.job_complete(
+                job_id=job_id,
+                result_id=str(snapshot.pk),
+                message=snapshot_created_message(snapshot),
             )
-            if job_id is not None:
-                jobs.job_complete(
-                    job_id=job_id,
-                    result_id=str(snapshot.pk),
-                    message=snapshot_created_message(snapshot),
-                )
-        return snapshot
+    return snapshot
 
 
 def snapshot_store(
