@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +62,28 @@ def job_get(*, job_id: str) -> Job:
         return Job.objects.get(pk=uuid.UUID(str(job_id)))
     except (Job.DoesNotExist, ValueError):
         raise NotFound(f"Job {job_id} not found") from None
+
+
+# Job type -> a function that fails that type's running jobs whose worker died, returning what
+# it failed. Filled by the app that runs such jobs (snapshots, in its AppConfig.ready): jobs
+# sits below it and may not import it.
+_reapers: dict[str, Callable[[], Sequence[object]]] = {}
+
+
+def job_reaper_register(*, type: str, reaper: Callable[[], Sequence[object]]) -> None:
+    """Install the orphan reaper of one job type (one per type; a second replaces the first)."""
+    _reapers[type] = reaper
+
+
+def job_get_current(*, job_id: str) -> Job:
+    """The job as a poll should see it: a running job of a type that is never retried (a
+    restore) is failed first by its type's reaper if its worker died, since nothing else would
+    end it."""
+    job = job_get(job_id=job_id)
+    reaper = _reapers.get(job.type)
+    if reaper is not None and job.status == Job.Status.RUNNING and reaper():
+        job = job_get(job_id=job_id)
+    return job
 
 
 def job_start(*, job_id: str) -> Job | None:

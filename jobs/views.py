@@ -8,7 +8,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs import services
-from jobs.models import Job
 from jobs.serializers import JobOutSerializer, job_dto
 
 
@@ -17,12 +16,4 @@ class JobDetailView(APIView):
 
     @extend_schema(responses=JobOutSerializer)
     def get(self, request: Request, job_id: str) -> Response:
-        job = services.job_get(job_id=job_id)
-        if job.type == Job.Type.SNAPSHOT_RESTORE and job.status == Job.Status.RUNNING:
-            # A restore whose worker died is never retried, so nothing else would end its
-            # job: the poll that watches it fails it once the heartbeat is stale.
-            from snapshots.restore import restore_reap_orphans  # snapshots depends on jobs
-
-            if restore_reap_orphans():
-                job = services.job_get(job_id=job_id)
-        return Response(job_dto(job))
+        return Response(job_dto(services.job_get_current(job_id=job_id)))

@@ -35,7 +35,7 @@ Public API (used by the monitor and by the snapshot/restore workers; keep it sta
         entries = await client.read_many(names, timeout)          # {name: Entry}
         results = await client.write_many({name: value}, timeout, wait=True)  # {name: WriteResult}
 
-    read_sync(names, timeout) / write_sync(values, timeout, wait) for synchronous callers.
+Synchronous callers (workers, web views) go through ``monitor.bridge``, never this module.
 """
 
 from __future__ import annotations
@@ -995,25 +995,3 @@ def _failure(name: str, error: str) -> WriteResult:
 
 def _error_entry(error: str) -> Entry:
     return {"value": None, "connected": False, "updated_at": time.time(), "error": error}
-
-
-def read_sync(names: Iterable[str], timeout: float) -> dict[str, Entry]:
-    """``CAClient.read_many`` in a fresh event loop, for synchronous callers (workers)."""
-
-    async def run() -> dict[str, Entry]:
-        async with CAClient(breakers=CircuitBreakers.shared()) as client:
-            return await client.read_many(names, timeout)
-
-    return asyncio.run(run())
-
-
-def write_sync(
-    values_by_name: dict[str, Any], timeout: float, wait: bool = True
-) -> dict[str, WriteResult]:
-    """``CAClient.write_many`` in a fresh event loop, for synchronous callers (workers)."""
-
-    async def run() -> dict[str, WriteResult]:
-        async with CAClient(breakers=CircuitBreakers.shared()) as client:
-            return await client.write_many(values_by_name, timeout, wait=wait)
-
-    return asyncio.run(run())

@@ -6,15 +6,12 @@ deployments on one Redis never see each other's keys or messages).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from functools import cache
 
 import msgpack
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
-
-from monitor.values import Entry, unpack
 
 
 def key(*parts: str) -> str:
@@ -58,6 +55,12 @@ def heartbeat_key(shard: int = 0) -> str:
     return key("monitor", "heartbeat") if shard == 0 else key("monitor", "heartbeat", str(shard))
 
 
+def shards_key() -> str:
+    """STRING how many shards the monitor runs as (``--shards``), written with each heartbeat;
+    the liveness rule (monitor.cache) reads it."""
+    return key("monitor", "shards")
+
+
 def lock_key(shard: int = 0) -> str:
     """STRING leader lock of one monitor shard: holder id, SET NX PX, renewed."""
     return key("monitor", "lock", str(shard))
@@ -76,15 +79,6 @@ def circuits_key() -> str:
 def catalog_version_key() -> str:
     """STRING bumped whenever the PV catalog changes, so the monitor reloads at once."""
     return key("catalog", "version")
-
-
-def values_read(names: Iterable[str]) -> dict[str, Entry]:
-    """The cached entries of ``names`` (uncached ones left out), in ONE HMGET."""
-    unique = list(dict.fromkeys(names))
-    if not unique:
-        return {}
-    raw = sync_redis().hmget(values_hash(), unique)
-    return {name: unpack(data) for name, data in zip(unique, raw, strict=True) if data is not None}
 
 
 @cache

@@ -12,16 +12,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
-import msgpack
 import redis
 from django.conf import settings
 
-from monitor import events, values
+from monitor import bridge, cache, values
+from monitor.circuits import circuit_force, circuits_read
 from squirrel.exceptions import Unavailable
 
 DEFAULT_STALE_SECONDS = 300
@@ -75,46 +74,27 @@ def _int(raw: Any) -> int:
 # --- live values ---------------------------------------------------------------------------
 
 
-def _wire(data: bytes) -> dict[str, Any] | None:
-    try:
-        return values.to_wire(values.unpack(data))
-    except (ValueError, TypeError, msgpack.ExtraData, AttributeError):
-        return None  # a corrupt entry is treated as not cached
-
-
 def live_read(*, names: list[str]) -> dict[str, dict[str, Any]]:
     """CacheEntries of the ``names`` that are cached (one HMGET); uncached names left out."""
-    if not names:
-        return {}
-    unique = list(dict.fromkeys(names))
     try:
-        raw = events.sync_redis().hmget(events.values_hash(), unique)
+        return cache.wire_read(names)
     except redis.RedisError as exc:
         raise Unavailable(f"Failed to get live values: {exc}") from exc
-    out: dict[str, dict[str, Any]] = {}
-    for name, data in zip(unique, raw, strict=True):
-        if data is not None and (entry := _wire(data)) is not None:
-            out[name] = entry
-    return out
 
 
 def live_read_all() -> dict[str, Any]:
     """Every cached CacheEntry: ``{"values": {addr: entry}, "count": n}``."""
     try:
-        raw = events.sync_redis().hgetall(events.values_hash())
+        out = cache.wire_read_all()
     except redis.RedisError as exc:
         raise Unavailable(f"Failed to get live values: {exc}") from exc
-    out: dict[str, dict[str, Any]] = {}
-    for name, data in raw.items():
-        if (entry := _wire(data)) is not None:
-            out[name.decode()] = entry
     return {"values": out, "count": len(out)}
 
 
 def cache_status() -> dict[str, Any]:
     """How many values are cached, and whether Redis answers."""
     try:
-        count = events.sync_redis().hlen(events.values_hash())
+        count = cache.cached_count()
     except redis.RedisError as exc:
         return {"cachedPvCount": 0, "status": "disconnected", "error": str(exc)}
     return {"cachedPvCount": count, "status": "connected", "error": None}
@@ -127,9 +107,7 @@ def epics_test(*, pv: str) -> dict[str, Any]:
         for name in ("EPICS_CA_ADDR_LIST", "EPICS_CA_AUTO_ADDR_LIST")
     }
     try:
-        from monitor import ca
-
-        entry = ca.read_sync([pv], settings.EPICS_TIMEOUT).get(pv) or {}
+        entry = bridge.read([pv], settings.EPICS_TIMEOUT).get(pv) or {}
         error = entry.get("error")
     except Exception as exc:  # a diagnostic reports every failure instead of raising
         entry, error = {}, f"{type(exc).__name__}: {exc}"
@@ -147,51 +125,67 @@ def epics_test(*, pv: str) -> dict[str, Any]:
 
 @dataclass
 class MonitorState:
-    """What the monitor last wrote, read in one pipelined round trip."""
+    """What the monitor last wrote (``monitor.cache.monitor_state``), as the routes see it: the
+    heartbeat of the whole catalog is its oldest shard's, alive only if every shard is."""
 
-    now: float
-    heartbeat: float | None
-    heartbeat_raw: str | None
-    cached: int
-    disconnected: int
-    leader: str | None
-    stats: dict[str, str] = field(default_factory=dict)
+    raw: cache.MonitorState
+
+    @property
+    def liveness(self) -> cache.Liveness:
+        return self.raw.liveness
 
     @property
     def age(self) -> float | None:
-        if self.heartbeat is None:
-            return None
-        return round(max(0.0, self.now - self.heartbeat), 3)
+        return self.liveness.oldest_age
+
+    @property
+    def heartbeat(self) -> float | None:
+        return self.liveness.oldest
 
     @property
     def alive(self) -> bool:
-        age = self.age
-        return age is not None and age < settings.MONITOR_ALIVE_SECONDS
+        return self.liveness.alive
+
+    @property
+    def cached(self) -> int:
+        return self.raw.cached
+
+    @property
+    def disconnected(self) -> int:
+        return self.raw.disconnected
+
+    @property
+    def leader(self) -> str | None:
+        return self.raw.leader
+
+    @property
+    def stats(self) -> dict[str, str]:
+        return self.raw.stats
 
     @property
     def last_check(self) -> float | None:
         return _float(self.stats.get("last_check"))
 
+    def missing(self) -> str | None:
+        """Why there is no usable heartbeat, in words; None if every shard has one."""
+        liveness = self.liveness
+        for shard, (raw, beat) in enumerate(zip(liveness.raw, liveness.beats, strict=True)):
+            if beat is None:
+                one = liveness.shards == 1
+                if raw is None:
+                    return "No heartbeat from " + (
+                        "the monitor" if one else f"monitor shard {shard}"
+                    )
+                return (
+                    "Unreadable heartbeat" + ("" if one else f" from shard {shard}") + f": {raw!r}"
+                )
+        return None
+
 
 def monitor_state() -> MonitorState:
-    """Heartbeat, cache size, disconnected count, leader and watchdog stats (raises
+    """Heartbeats, cache size, disconnected count, leader and watchdog stats (raises
     RedisError)."""
-    pipe = events.sync_redis().pipeline(transaction=False)
-    pipe.get(events.heartbeat_key())
-    pipe.hlen(events.values_hash())
-    pipe.scard(events.disconnected_set())
-    pipe.get(events.lock_key())
-    pipe.hgetall(events.stats_key())
-    heartbeat, cached, disconnected, leader, stats = pipe.execute()
-    return MonitorState(
-        now=time.time(),
-        heartbeat=_float(heartbeat),
-        heartbeat_raw=_text(heartbeat),
-        cached=cached,
-        disconnected=disconnected,
-        leader=_text(leader),
-        stats={_text(k) or "": _text(v) or "" for k, v in stats.items()},
-    )
+    return MonitorState(cache.monitor_state())
 
 
 class Heartbeat(TypedDict):
@@ -202,20 +196,20 @@ class Heartbeat(TypedDict):
 
 
 def heartbeat_read() -> Heartbeat:
-    """The monitor's heartbeat; never raises (a Redis failure is reported in ``error``)."""
+    """The monitor's heartbeat (its oldest shard's); never raises (a Redis failure is reported
+    in ``error``)."""
     try:
-        raw = events.sync_redis().get(events.heartbeat_key())
+        state = monitor_state()
     except redis.RedisError as exc:
         return {"timestamp": None, "alive": False, "age_seconds": None, "error": str(exc)}
-    timestamp = _float(raw)
-    if timestamp is None:
-        error = "No heartbeat from the monitor" if raw is None else "Unreadable heartbeat"
+    missing = state.missing()
+    if missing is not None:
+        error = missing if missing.startswith("No heartbeat") else missing.split(":")[0]
         return {"timestamp": None, "alive": False, "age_seconds": None, "error": error}
-    age = round(max(0.0, time.time() - timestamp), 3)
     return {
-        "timestamp": timestamp,
-        "alive": age < settings.MONITOR_ALIVE_SECONDS,
-        "age_seconds": age,
+        "timestamp": state.heartbeat,
+        "alive": state.alive,
+        "age_seconds": state.age,
         "error": None,
     }
 
@@ -250,10 +244,11 @@ def monitor_status() -> dict[str, Any]:
             "age_seconds": None,
             "leader": None,
         }
-    if state.heartbeat_raw is None:
-        status, message = "unknown", "No heartbeat from the monitor"
-    elif state.heartbeat is None:
-        status, message = "error", f"Unreadable heartbeat: {state.heartbeat_raw!r}"
+    missing = state.missing()
+    if missing is not None and missing.startswith("No heartbeat"):
+        status, message = "unknown", missing
+    elif missing is not None:
+        status, message = "error", missing
     elif (state.age or 0.0) > MONITOR_STALE_SECONDS:
         status, message = "stale", f"Last heartbeat {state.age:.1f} s ago"
     else:
@@ -282,62 +277,27 @@ def _watchdog(stats: dict[str, str]) -> dict[str, Any]:
 
 def watchdog_read() -> dict[str, Any]:
     """GET health/watchdog: the leader's watchdog statistics (raises RedisError)."""
-    raw = events.sync_redis().hgetall(events.stats_key())
-    return _watchdog({_text(k) or "": _text(v) or "" for k, v in raw.items()})
-
-
-def _scan_cache(client: redis.Redis, max_age: float) -> tuple[list[str], list[str]]:
-    """(disconnected, stale) addresses in the value hash; unreadable entries count as stale."""
-    cutoff = time.time() - max_age
-    disconnected: list[str] = []
-    stale: list[str] = []
-    for raw_name, data in client.hscan_iter(events.values_hash(), count=5000):
-        name = raw_name.decode()
-        try:
-            entry = values.unpack(data)
-            connected = entry.get("connected")
-            updated = float(entry["updated_at"])
-        except (ValueError, TypeError, KeyError, AttributeError, msgpack.ExtraData):
-            stale.append(name)
-            continue
-        if not connected:
-            disconnected.append(name)
-        elif not updated >= cutoff:  # also NaN
-            stale.append(name)
-    return disconnected, stale
+    return _watchdog(cache.stats_read())
 
 
 def watchdog_check(*, max_age: float = DEFAULT_STALE_SECONDS) -> dict[str, Any]:
     """Recount disconnected and stale PVs from the cache, store the counts in the stats hash
     and return the watchdog statistics (raises RedisError)."""
-    client = events.sync_redis()
-    disconnected, stale = _scan_cache(client, max_age)
-    flagged = client.smembers(events.disconnected_set())
-    disconnected_count = len(set(disconnected) | {m.decode() for m in flagged})
-    pipe = client.pipeline(transaction=False)
-    pipe.hset(
-        events.stats_key(),
-        mapping={
-            "disconnected_count": disconnected_count,
-            "stale_count": len(stale),
-            "last_check": time.time(),
-        },
-    )
-    pipe.hincrby(events.stats_key(), "check_count", 1)
-    pipe.hgetall(events.stats_key())
-    raw = pipe.execute()[-1]
-    return _watchdog({_text(k) or "": _text(v) or "" for k, v in raw.items()})
+    disconnected, stale = cache.cache_scan(max_age)
+    flagged = cache.disconnected_read()
+    count = len(set(disconnected) | set(flagged))
+    return _watchdog(cache.stats_recount(disconnected=count, stale=len(stale)))
 
 
 def disconnected_read() -> dict[str, Any]:
     """GET health/disconnected: the addresses the monitor marked disconnected, sorted."""
-    names = sorted(m.decode() for m in events.sync_redis().smembers(events.disconnected_set()))
+    names = sorted(cache.disconnected_read())
     return {"count": len(names), "pvs": names}
 
 
 def stale_read(*, max_age: float = DEFAULT_STALE_SECONDS) -> dict[str, Any]:
     """GET health/stale: connected PVs not updated for ``max_age`` s (and unreadable ones)."""
-    _, stale = _scan_cache(events.sync_redis(), max_age)
+    _, stale = cache.cache_scan(max_age)
     stale.sort()
     return {"count": len(stale), "threshold_seconds": max_age, "pvs": stale}
 
@@ -364,10 +324,12 @@ def summary_read() -> dict[str, Any]:
     percent = round(100.0 * disconnected / total, 2) if total else 0.0
     issues = []
     if not state.alive:
+        dead = state.liveness.dead_shards
+        which = "" if state.liveness.shards == 1 else f" (shards {', '.join(map(str, dead))})"
         issues.append(
-            "Monitor is not alive: no heartbeat"
+            f"Monitor is not alive{which}: no heartbeat"
             if state.age is None
-            else f"Monitor is not alive: last heartbeat {state.age:.1f} s ago"
+            else f"Monitor is not alive{which}: last heartbeat {state.age:.1f} s ago"
         )
     if percent > HIGH_DISCONNECT_PERCENT:
         issues.append(f"High disconnection rate: {percent:.1f}% of PVs disconnected")
@@ -395,8 +357,6 @@ _CIRCUIT_KEYS = ("name", "state", "failure_count", "success_count", "call_count"
 
 def circuits_summary() -> dict[str, Any]:
     """GET health/circuits: every breaker; on a Redis failure zeros and ``error``."""
-    from monitor.circuits import circuits_read
-
     try:
         states = circuits_read()
     except (redis.RedisError, ValueError) as exc:
@@ -428,8 +388,6 @@ def circuits_summary() -> dict[str, Any]:
 def circuit_set(*, name: str, state: str) -> dict[str, Any]:
     """Force the breaker of IOC ``name`` open or closed (raises Unavailable if Redis is
     down)."""
-    from monitor.circuits import circuit_force
-
     try:
         circuit_force(name=name, state=state)
     except redis.RedisError as exc:

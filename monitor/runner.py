@@ -36,6 +36,7 @@ from django.db import close_old_connections, connections
 
 from monitor import events, services, values
 from monitor.ca import CAClient
+from monitor.cache import shard_of
 from monitor.values import Entry
 
 log = logging.getLogger(__name__)
@@ -170,11 +171,11 @@ class Monitor:
         stale = set()
         for field in await self.redis.hkeys(events.values_hash()):
             name = field.decode()
-            if services.shard_of(name, self.shards) == self.shard and name not in self.addresses:
+            if shard_of(name, self.shards) == self.shard and name not in self.addresses:
                 stale.add(name)
         for member in await self.redis.smembers(events.disconnected_set()):
             name = member.decode()
-            if services.shard_of(name, self.shards) == self.shard and name not in self.addresses:
+            if shard_of(name, self.shards) == self.shard and name not in self.addresses:
                 stale.add(name)
         if stale:
             await self._delete(stale)
@@ -394,6 +395,7 @@ async def _heartbeat_loop(monitor: Monitor, holder: str, shard: int, lost: async
             monitor.mark_never_connected(grace)
             pipe = monitor.redis.pipeline(transaction=False)
             pipe.set(events.heartbeat_key(shard), str(time.time()))
+            pipe.set(events.shards_key(), str(monitor.shards))
             pipe.hset(events.stats_key(shard), mapping=monitor.stats(holder))
             await pipe.execute()
         except redis.RedisError as exc:

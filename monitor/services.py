@@ -1,17 +1,20 @@
-"""Catalog reads for the monitor process (sync; the runner calls them via sync_to_async)."""
+"""Catalog reads for the monitor process (sync; the runner calls them via sync_to_async), and
+the monitor's answers to ``pvs.hooks`` (connected in ``MonitorConfig.ready``)."""
 
 from __future__ import annotations
 
-import zlib
+import logging
+from collections.abc import Sequence
+from typing import Any
 
+import redis
 from django.db.models import Count, Max
 
+from monitor import cache, events
+from monitor.cache import shard_of
 from pvs.models import PV
 
-
-def shard_of(address: str, shards: int) -> int:
-    """The shard an address belongs to: a stable hash (crc32), the same on every machine."""
-    return zlib.crc32(address.encode()) % shards if shards > 1 else 0
+log = logging.getLogger(__name__)
 
 
 def monitor_addresses(*, shards: int = 1, shard: int = 0) -> set[str]:
@@ -27,3 +30,21 @@ def catalog_fingerprint() -> tuple[int, str]:
     """A cheap value that changes whenever PVs are added, removed or edited."""
     row = PV.objects.aggregate(n=Count("id"), last=Max("updated_at"))
     return row["n"], str(row["last"])
+
+
+def catalog_version_bump(**_: object) -> None:
+    """Receiver of ``pvs.hooks.catalog_changed``: bump the catalog version so the monitor
+    reloads at once (else it notices on its next fingerprint poll)."""
+    try:
+        events.sync_redis().incr(events.catalog_version_key())
+    except redis.RedisError:
+        log.warning("could not bump the catalog version; the monitor reloads on its next poll")
+
+
+def live_values_wire(addresses: Sequence[str]) -> tuple[dict[str, Any], str | None]:
+    """The ``pvs.hooks`` live-value reader: cached wire entries, or an error text when Redis
+    cannot be read."""
+    try:
+        return cache.wire_read(addresses), None
+    except redis.RedisError as exc:
+        return {}, f"Failed to get live values: {exc}"

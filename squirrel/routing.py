@@ -1,5 +1,5 @@
 """WebSocket routes gathered from the apps."""
 
-from monitor.routing import websocket_urlpatterns
+from live.routing import websocket_urlpatterns
 
 __all__ = ["websocket_urlpatterns"]

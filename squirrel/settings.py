@@ -51,12 +51,14 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    # the app ladder, lowest first (README "Apps"): each imports only from those above it here
     "squirrel",
+    "jobs",
     "tags",
     "pvs",
-    "snapshots",
-    "jobs",
     "monitor",
+    "snapshots",
+    "live",
 ]
 
 MIDDLEWARE = [

@@ -13,13 +13,13 @@ urlpatterns = [
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("v1/", include("squirrel.api_urls")),
-    # monitor first: its /v1/pvs/live* routes must win over /v1/pvs/<id>.
-    path("v1/", include("monitor.urls")),
+    # live first: its /v1/pvs/live* routes must win over /v1/pvs/<id>.
+    path("v1/", include("live.urls")),
     path("v1/", include("pvs.urls")),
     path("v1/", include("tags.urls")),
     path("v1/", include("snapshots.urls")),
     path("v1/", include("jobs.urls")),
-    path("", include("monitor.page_urls")),
+    path("", include("live.page_urls")),
 ]
 
 handler404 = "squirrel.views.not_found"

@@ -1,6 +1,6 @@
 """Every write to the PV catalog (contract §2.3) and the bulk writers the importer shares.
 
-Each catalog change bumps the Redis catalog version after commit, so the monitor reloads.
+Each catalog change sends ``pvs.hooks.catalog_changed`` after commit, so the monitor reloads.
 """
 
 from __future__ import annotations
@@ -11,12 +11,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from monitor.events import catalog_version_key, sync_redis, values_read
-from monitor.values import wire_in_place
+from pvs import hooks
 from pvs.models import PV
 from squirrel.exceptions import Conflict, NotFound
 from tags.models import Tag
@@ -27,16 +25,14 @@ ANALYZE_AFTER = 1000
 EMPTY_ADDRESS = "At least one address (setpoint, readback, or config) is required"
 
 
-def _bump_catalog_version() -> None:
-    try:
-        sync_redis().incr(catalog_version_key())
-    except redis.RedisError:
-        log.warning("could not bump the catalog version; the monitor reloads on its next poll")
+def _announce() -> None:
+    hooks.catalog_changed.send(sender=PV)
 
 
 def catalog_changed() -> None:
-    """Tell the monitor the catalog changed, once the current transaction commits."""
-    transaction.on_commit(_bump_catalog_version)
+    """Tell the layers above (the monitor reloads) that the catalog changed, once the current
+    transaction commits."""
+    transaction.on_commit(_announce)
 
 
 def _clean_address(value: str | None) -> str | None:
@@ -56,13 +52,8 @@ def _uuid(value: uuid.UUID | str) -> uuid.UUID | None:
 
 def pv_live_values(*, addresses: Sequence[str | None]) -> tuple[dict[str, Any], str | None]:
     """Cached live values of these addresses (uncached ones left out), and an error text
-    instead when Redis cannot be read."""
-    try:
-        cached = values_read(a for a in addresses if a)
-    except redis.RedisError as exc:
-        return {}, f"Failed to get live values: {exc}"
-    # the entries were just decoded for this call: converted in place (50K polled every 2 s)
-    return {name: wire_in_place(entry) for name, entry in cached.items()}, None
+    instead when the cache cannot be read."""
+    return hooks.live_values_read([a for a in addresses if a])
 
 
 def pv_get(*, pv_id: uuid.UUID | str, for_update: bool = False) -> PV:

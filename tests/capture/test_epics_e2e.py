@@ -13,8 +13,7 @@ import time
 import pytest
 
 from jobs.models import Job
-from monitor import events, sim, values
-from monitor.ca import read_sync
+from monitor import bridge, events, sim, values
 from pvs.models import PV
 from snapshots import services
 from snapshots.models import Snapshot, SnapshotValue, ValueKind, ValueSource
@@ -92,7 +91,7 @@ def test_capture_matches_the_ioc(machine, redis_client):
     # Independently: read the IOC directly and compare what does not change by itself.
     steady = [d for d in devices if not d.changing]
     names = [a for d in steady for a in (d.setpoint, d.readback) if a]
-    direct = read_sync(names, 5.0)
+    direct = bridge.read(names, 5.0)
     checked = 0
     for d in steady:
         row = rows[d.setpoint or d.readback]

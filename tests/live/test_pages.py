@@ -11,7 +11,7 @@ def test_pv_browser_page_renders_with_anonymous_read(client, db):
     assert response.status_code == 200
     html = response.content.decode()
     assert "Squirrel.pvBrowser()" in html and 'id="monitor-banner"' in html
-    assert "monitor/live.js" in html
+    assert "live/live.js" in html
 
 
 def test_snapshot_page_embeds_the_id_as_json(client, db):

@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 
+from live.fanout import fanout
 from monitor import events
-from monitor.fanout import fanout
 from monitor.values import pack
 from squirrel.asgi import application
 
@@ -223,7 +223,7 @@ async def test_ws_status_counts_this_process_clients(rds):
 
 
 async def test_diff_text_is_the_json_of_the_diff_message():
-    from monitor.fanout import diff_text
+    from live.fanout import diff_text
     from monitor.values import to_wire
     from squirrel.api import encode
 

@@ -15,7 +15,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.db import connections
 
-from monitor.fanout import fanout
+from live.fanout import fanout
 from pvs.models import PV
 from squirrel.asgi import application
 from tags.models import Tag, TagGroup

@@ -15,8 +15,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from monitor import events, values
-from monitor.ca import UNSUPPORTED_PVA, CAClient, read_sync, wire_name, write_sync
+from monitor import bridge, events, values
+from monitor.ca import UNSUPPORTED_PVA, CAClient, wire_name
 from monitor.circuits import CircuitBreakers, circuit_force, circuits_read, ioc_name
 from squirrel.exceptions import Invalid
 
@@ -287,8 +287,8 @@ def test_bad_writes_fail_per_pv_and_write_nothing(ioc):
 
 
 def test_sync_helpers(ioc, redis_client):
-    assert write_sync({ioc.name("AO"): 4.0}, 3.0)[ioc.name("AO")].ok
-    assert read_sync([ioc.name("AO")], 3.0)[ioc.name("AO")]["value"] == 4.0
+    assert bridge.write({ioc.name("AO"): 4.0}, 3.0)[ioc.name("AO")].ok
+    assert bridge.read([ioc.name("AO")], 3.0)[ioc.name("AO")]["value"] == 4.0
 
 
 # --- subscriptions, disconnect, reconnect ---------------------------------------------------

@@ -10,7 +10,7 @@ import msgpack
 import pytest
 from asgiref.sync import sync_to_async
 
-from monitor import events, runner, services, values
+from monitor import cache, events, runner, services, values
 from pvs.models import PV
 from pvs.services import pv_create
 from tests.monitor.test_ca import SoftIoc, ioc  # noqa: F401  (fixture)
@@ -104,6 +104,7 @@ def test_every_catalog_pv_lands_in_redis_with_metadata(ioc, catalog, redis_clien
     assert any(f"{p}CNT" in m["u"] for m in messages)
     # Heartbeat, stats, and the lock released on stop.
     assert time.time() - float(redis_client.get(events.heartbeat_key(0))) < 5
+    assert redis_client.get(events.shards_key()) == b"1"  # what the liveness rule reads
     stats = {k.decode(): v.decode() for k, v in redis_client.hgetall(events.stats_key(0)).items()}
     assert set(stats) == STATS_FIELDS
     assert stats["leader"] == lock_holder.decode()
@@ -253,7 +254,7 @@ def test_shards_split_the_catalog_by_stable_hash():
     parts = [services.monitor_addresses(shards=3, shard=i) for i in range(3)]
     assert len(every) == 100 and set().union(*parts) == every
     assert sum(len(part) for part in parts) == 100 and all(parts)
-    assert services.shard_of("S:1:SP", 3) == services.shard_of("S:1:SP", 3)
+    assert cache.shard_of("S:1:SP", 3) == cache.shard_of("S:1:SP", 3)
 
 
 def test_run_refuses_a_bad_shard():

@@ -18,9 +18,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from live.fanout import fanout_status
+from live.serializers import LiveRequestSerializer
 from monitor import health
-from monitor.fanout import fanout_status
-from monitor.serializers import LiveRequestSerializer
 from squirrel.exceptions import Invalid, PayloadTooLarge, Unavailable
 
 

@@ -1,8 +1,8 @@
-"""WebSocket routes of the monitor app (contract §4.1)."""
+"""WebSocket routes of the live app (contract §4.1)."""
 
 from django.urls import path
 
-from monitor.consumers import LiveValuesConsumer
+from live.consumers import LiveValuesConsumer
 
 websocket_urlpatterns = [
     path("v1/ws/pvs", LiveValuesConsumer.as_asgi()),

@@ -23,8 +23,8 @@ from typing import Any
 import msgpack
 from django.conf import settings
 
-from monitor import events
-from monitor.values import unpack, wire_in_place
+from monitor import cache, events
+from monitor.values import wire_in_place
 from squirrel.api import dumps, encode
 
 log = logging.getLogger(__name__)
@@ -130,18 +130,12 @@ class FanOut:
     # -- reading the cache ----------------------------------------------------------------
     async def current(self, names: list[str]) -> dict[str, dict[str, Any]]:
         """Cached wire entries of ``names`` (uncached names left out), one HMGET."""
-        if not names:
-            return {}
         assert self._redis is not None
-        packed = await self._redis.hmget(events.values_hash(), names)
-        return {
-            n: wire_in_place(unpack(p)) for n, p in zip(names, packed, strict=True) if p is not None
-        }
+        return await cache.wire_read_async(self._redis, names)
 
     async def everything(self) -> dict[str, dict[str, Any]]:
         assert self._redis is not None
-        raw = await self._redis.hgetall(events.values_hash())
-        return {k.decode(): wire_in_place(unpack(v)) for k, v in raw.items()}
+        return await cache.wire_read_all_async(self._redis)
 
     # -- the three loops --------------------------------------------------------------------
     def deliver(self, updates: dict[str, Any]) -> None:
@@ -219,17 +213,13 @@ class FanOut:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(settings.WEBSOCKET_HEARTBEAT_INTERVAL)
+            now = time.time()
             try:
                 assert self._redis is not None
-                raw = await self._redis.get(events.heartbeat_key())
-                self.monitor_heartbeat = float(raw) if raw else None
+                liveness = await cache.liveness_read_async(self._redis)
+                self.monitor_heartbeat, alive = liveness.oldest, liveness.alive
             except Exception:
-                self.monitor_heartbeat = None
-            now = time.time()
-            alive = (
-                self.monitor_heartbeat is not None
-                and now - self.monitor_heartbeat < settings.MONITOR_ALIVE_SECONDS
-            )
+                self.monitor_heartbeat, alive = None, False
             message = dumps(
                 {
                     "type": "heartbeat",

@@ -1,7 +1,7 @@
 """WebSocket live values (contract §4): /v1/ws/pvs and its alias /v1/ws/live.
 
 The consumer only parses frames, checks read scope at connect, and hands subscriptions to the
-process's FanOut (monitor.fanout), which owns the Redis listener and the batching.
+process's FanOut (live.fanout), which owns the Redis listener and the batching.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from monitor.fanout import Client, fanout
-from monitor.live import live_addresses_for_snapshot, live_addresses_for_tags
+from live.fanout import Client, fanout
+from live.services import live_addresses_for_snapshot, live_addresses_for_tags
 from squirrel.api import dumps
 from squirrel.auth import anonymous_principal, principal_for_token
 

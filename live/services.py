@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from pvs.models import PV
+from snapshots.models import SnapshotValue
 
 
 def _uuids(values: list[str]) -> list[uuid.UUID]:
@@ -38,8 +39,6 @@ def live_addresses_for_tags(*, tag_ids: list[str]) -> list[str]:
 
 def live_addresses_for_snapshot(*, snapshot_id: str) -> list[str]:
     """Current setpoint and readback addresses of the PVs saved in a snapshot."""
-    from snapshots.models import SnapshotValue
-
     (sid,) = _uuids([snapshot_id])
     rows = SnapshotValue.objects.filter(snapshot_id=sid).values_list(
         "setpoint_address", "readback_address", "pv_name"

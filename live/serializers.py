@@ -1,7 +1,7 @@
-"""Request shapes of the monitor routes, for the API schema.
+"""Request shapes of the live-value routes, for the API schema.
 
 POST /v1/pvs/live is polled with thousands of names every 2 s, so the view checks this shape
-by hand (monitor.views._names) instead of running a field per name; this serializer documents
+by hand (live.views._names) instead of running a field per name; this serializer documents
 the same rule.
 """
 

@@ -1,13 +1,13 @@
-"""Routes of the monitor app under /v1 (no trailing slashes, contract §1.2).
+"""Live-value and health routes under /v1 (no trailing slashes, contract §1.2).
 
 Included before pvs.urls so that /v1/pvs/live* wins over /v1/pvs/<pv_id>.
 """
 
 from django.urls import path
 
-from monitor import views
+from live import views
 
-app_name = "monitor"
+app_name = "live"
 
 urlpatterns = [
     path("pvs/live", views.LiveView.as_view(), name="live"),

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from monitor import pages
+from live import pages
 
 app_name = "pages"
 

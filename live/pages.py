@@ -22,9 +22,9 @@ def _page(request: HttpRequest, template: str, **context: object) -> HttpRespons
 
 def pv_browser(request: HttpRequest) -> HttpResponse:
     """Search and page the catalog; live value, severity, units and age update in place."""
-    return _page(request, "monitor/pv_browser.html")
+    return _page(request, "live/pv_browser.html")
 
 
 def snapshot_live(request: HttpRequest, snapshot_id: str) -> HttpResponse:
     """Saved vs live values of one snapshot, out-of-tolerance rows highlighted."""
-    return _page(request, "monitor/snapshot_live.html", snapshot_id=snapshot_id)
+    return _page(request, "live/snapshot_live.html", snapshot_id=snapshot_id)

@@ -1,0 +1,227 @@
+"""The one synchronous EPICS bridge: direct reads and writes of many addresses for workers and
+web views (snapshot capture, restore, the EPICS test route).
+
+1. **One client per protocol, on one event loop in a thread of its own.** The caller's thread
+   keeps its database work (progress, COPY) between calls, while connections made by one call
+   serve the next (a restore connects its 90K channels once: ``preconnect``, then write, then
+   read back).
+2. **The protocol of an address is decided in one function**, ``protocol_of``: ``pva://`` is
+   pvAccess, ``ca://`` or no prefix is Channel Access. Each protocol's client is made by a
+   factory in ``CLIENTS``; a protocol without one answers every address with an error entry
+   (today pvAccess: ``monitor.ca.UNSUPPORTED_PVA``), never an exception.
+3. **Circuit breakers by one rule**: every client the bridge makes consults and records the
+   process-wide breakers (``CircuitBreakers.shared``): an IOC whose calls keep failing is
+   refused at once (``circuit breaker open for IOC ...``) instead of costing every later call
+   its timeout, for capture, restore and diagnostics alike.
+4. Reads go in windows of at most ``WINDOW`` addresses (and never more than
+   ``settings.EPICS_CONCURRENCY`` in flight); ``on_chunk(done, total)`` runs on the CALLER's
+   thread after each window, so progress written to the database uses the caller's connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from django.conf import settings
+
+from monitor.ca import UNSUPPORTED_PVA, CAClient
+from monitor.circuits import CircuitBreakers
+from monitor.values import Entry
+
+WINDOW = 5000  # addresses per read window: measured as fast as one read_many of everything
+
+CA, PVA = "ca", "pva"
+
+
+def protocol_of(address: str) -> str:
+    """The protocol that serves ``address`` (module docstring, 2)."""
+    return PVA if address.startswith("pva://") else CA
+
+
+class EpicsClient(Protocol):
+    """What the bridge needs of a protocol's asyncio client (``monitor.ca.CAClient``)."""
+
+    async def __aenter__(self) -> Any: ...
+    async def __aexit__(self, *exc: object) -> None: ...
+    async def connect(self, names: Sequence[str], timeout: float) -> set[str]: ...
+    async def read_many(
+        self, names: Sequence[str], timeout: float, *, concurrency: int | None = None
+    ) -> dict[str, Entry]: ...
+    async def write_many(
+        self, values_by_name: dict[str, Any], timeout: float, wait: bool = True
+    ) -> dict[str, Any]: ...
+
+
+def _ca_client(breakers: CircuitBreakers) -> EpicsClient:
+    return CAClient(breakers=breakers)
+
+
+#: protocol -> factory of its client (module docstring, 2); the pvAccess issue adds PVA here.
+CLIENTS: dict[str, Callable[[CircuitBreakers], EpicsClient]] = {CA: _ca_client}
+UNSUPPORTED = {PVA: UNSUPPORTED_PVA}
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    """The outcome of one put: ok, or an error text (``timed_out`` when no answer came)."""
+
+    ok: bool
+    timed_out: bool = False
+    error: str | None = None
+
+
+def _put_result(raw: Any) -> PutResult:
+    """A client's write result as a PutResult."""
+    ok = bool(getattr(raw, "ok", False))
+    error = getattr(raw, "error", None)
+    timed_out = bool(getattr(raw, "timed_out", False)) or (
+        not ok and error is not None and "time" in str(error).lower()
+    )
+    return PutResult(ok=ok, timed_out=timed_out, error=None if ok else str(error or "failed"))
+
+
+def _error_entry(error: str) -> Entry:
+    return {"value": None, "connected": False, "updated_at": time.time(), "error": error}
+
+
+def _by_protocol(names: Sequence[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name in dict.fromkeys(names):
+        out.setdefault(protocol_of(name), []).append(name)
+    return out
+
+
+class Bridge:
+    """Synchronous reads and writes over every protocol (module docstring); a context manager.
+    Clients are opened on first use and closed by ``close``."""
+
+    def __init__(self, *, breakers: CircuitBreakers | None = None) -> None:
+        self._breakers = breakers if breakers is not None else CircuitBreakers.shared()
+        self._clients: dict[str, EpicsClient] = {}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="epics-bridge", daemon=True
+        )
+        self._thread.start()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> Bridge:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            for client in self._clients.values():
+                self._call(client.__aexit__(None, None, None))
+        finally:
+            self._clients.clear()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _client(self, protocol: str) -> EpicsClient | None:
+        client = self._clients.get(protocol)
+        if client is None and protocol in CLIENTS:
+            client = CLIENTS[protocol](self._breakers)
+            self._call(client.__aenter__())  # raises OSError if it cannot open its sockets
+            self._clients[protocol] = client
+        return client
+
+    # --- calls -------------------------------------------------------------------------------
+    def preconnect(self, names: Sequence[str], timeout: float) -> None:
+        """Start searching and connecting ``names`` in the background (no wait): the
+        connections are made while the caller works on the database."""
+        for protocol, group in _by_protocol(names).items():
+            client = self._client(protocol)
+            if client is not None:
+                asyncio.run_coroutine_threadsafe(client.connect(group, timeout), self._loop)
+
+    def read(
+        self,
+        names: Sequence[str],
+        timeout: float,
+        *,
+        on_chunk: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Entry]:
+        """Read each name once; a failed read gives an entry with ``connected=False`` and an
+        error, never an exception for one PV."""
+        out: dict[str, Entry] = {}
+        total = len(dict.fromkeys(names))
+        for protocol, group in _by_protocol(names).items():
+            client = self._client(protocol)
+            if client is None:
+                error = _error_entry(UNSUPPORTED.get(protocol, f"{protocol}: no client"))
+                out.update(dict.fromkeys(group, error))
+                if on_chunk is not None:
+                    on_chunk(len(out), total)
+                continue
+            for chunk in self._windows(client, group, timeout):
+                out.update(chunk)
+                if on_chunk is not None:
+                    on_chunk(len(out), total)
+        return out
+
+    def _windows(self, client: EpicsClient, names: list[str], timeout: float) -> Any:
+        """Each window's entries as it completes (module docstring, 4), read on the loop
+        thread and handed to this one."""
+        size = max(1, min(WINDOW, settings.EPICS_CONCURRENCY))
+        results: queue.Queue = queue.Queue()
+        done = object()
+
+        async def run() -> None:
+            try:
+                for start in range(0, len(names), size):
+                    window = names[start : start + size]
+                    results.put(await client.read_many(window, timeout, concurrency=size))
+            except BaseException as exc:  # handed to the caller's thread
+                results.put(exc)
+            finally:
+                results.put(done)
+
+        asyncio.run_coroutine_threadsafe(run(), self._loop)
+        while (item := results.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def write(
+        self, targets: dict[str, Any], timeout: float, *, wait: bool = True
+    ) -> dict[str, PutResult]:
+        """Put each value (with completion when ``wait``); one PutResult per name, never an
+        exception for one PV."""
+        out: dict[str, PutResult] = {}
+        for protocol, group in _by_protocol(list(targets)).items():
+            client = self._client(protocol)
+            if client is None:
+                error = UNSUPPORTED.get(protocol, f"{protocol}: no client")
+                out.update(dict.fromkeys(group, PutResult(ok=False, error=error)))
+                continue
+            raw = self._call(client.write_many({n: targets[n] for n in group}, timeout, wait))
+            out.update({name: _put_result(raw.get(name)) for name in group})
+        return out
+
+
+def read(
+    names: Sequence[str], timeout: float, *, on_chunk: Callable[[int, int], None] | None = None
+) -> dict[str, Entry]:
+    """``Bridge.read`` on a bridge of its own, closed after."""
+    with Bridge() as bridge:
+        return bridge.read(names, timeout, on_chunk=on_chunk)
+
+
+def write(targets: dict[str, Any], timeout: float, *, wait: bool = True) -> dict[str, PutResult]:
+    """``Bridge.write`` on a bridge of its own, closed after."""
+    with Bridge() as bridge:
+        return bridge.write(targets, timeout, wait=wait)
