@@ -1,4 +1,4 @@
-# One task runner: setup, up, migrate, demo, test, lint, run, worker, monitor, bench.
+# One task runner: setup, up, migrate, demo, test, lint, typecheck, run, worker, monitor, bench.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -6,9 +6,9 @@ export EPICS_CA_ADDR_LIST ?= 127.0.0.1
 export EPICS_CA_AUTO_ADDR_LIST ?= NO
 
 # manage.py check/makemigrations need a key; tests make their own (squirrel/settings.py).
-check test: export SQUIRREL_SECRET_KEY ?= checks-only-not-a-secret
+check test typecheck: export SQUIRREL_SECRET_KEY ?= checks-only-not-a-secret
 
-.PHONY: setup up migrate demo demo-small test lint check run worker monitor sim-ioc bench clean
+.PHONY: setup up migrate demo demo-small test lint typecheck check run worker monitor sim-ioc bench clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,8 +39,12 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+typecheck: setup
+	$(VENV)/bin/mypy
+
 test: setup up
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
 	$(VENV)/bin/pytest -q

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -75,12 +76,14 @@ class LiveValuesConsumer(AsyncWebsocketConsumer):
             await self._error("Malformed message: expected a JSON object")
             return
         kind = message.get("type")
-        handler = {
+        # keyed by object: "type" may be any JSON value (unhashable ones raise, as before)
+        handlers: dict[object, Callable[[dict[str, Any]], Awaitable[None]]] = {
             "subscribe": self._subscribe,
             "unsubscribe": self._unsubscribe,
             "get_all": self._get_all,
             "ping": self._ping,
-        }.get(kind)
+        }
+        handler = handlers.get(kind)
         if handler is not None:  # unknown types are ignored (contract §4.2)
             await handler(message)
 

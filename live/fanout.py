@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import msgpack
+import redis.asyncio as aioredis
 from django.conf import settings
 
 from monitor import cache, events
@@ -59,7 +60,7 @@ class FanOut:
         self.monitor_heartbeat: float | None = None
         self.messages_received = 0
         self._tasks: list[asyncio.Task[None]] = []
-        self._redis = None
+        self._redis: aioredis.Redis | None = None
         self._delivered = asyncio.Event()  # set by deliver(): something may be pending
 
     # -- lifecycle ------------------------------------------------------------------------

@@ -473,7 +473,8 @@ class CAClient:
         batch = _Batch()
 
         def put(ch: _Channel) -> None:
-            if batch.expired or ch.circuit is None:
+            circuit, sid = ch.circuit, ch.sid
+            if batch.expired or circuit is None or sid is None:
                 return
             if not ch.access & 2:
                 batch.finish(ch.name, WriteResult(ch.name, False, "no write access"))
@@ -486,9 +487,9 @@ class CAClient:
             if wait:
                 ioid = self._ioid()
                 self.ops[ioid] = (batch, ch, _WRITE_NOTIFY)
-                ch.circuit.send(_message(_WRITE_NOTIFY, payload, ch.dtype, count, ch.sid, ioid))
+                circuit.send(_message(_WRITE_NOTIFY, payload, ch.dtype, count, sid, ioid))
             else:
-                ch.circuit.send(_message(_WRITE, payload, ch.dtype, count, ch.sid, 0))
+                circuit.send(_message(_WRITE, payload, ch.dtype, count, sid, 0))
                 batch.finish(ch.name, WriteResult(ch.name, True))
 
         chans = self._ensure(usable)
@@ -584,6 +585,7 @@ class CAClient:
         assert self.udp is not None
         head = _message(_VERSION, b"", 0, CA_MINOR_VERSION, 0, 0)
         datagrams: list[tuple[bytes, list[_Channel]]] = []
+        chans: list[_Channel]
         parts, chans, size = [head], [], len(head)
         for ch in due:
             msg = _message(
@@ -769,6 +771,7 @@ class CAClient:
         p1: int,
         p2: int,
     ) -> None:
+        ch: _Channel | None  # from an op (always set) or looked up by cid (may be unknown)
         if command == _READ_NOTIFY:
             op = self.ops.pop(p2, None)
             if op is None:
@@ -873,11 +876,12 @@ class CAClient:
         batch = _Batch()
 
         def get(ch: _Channel) -> None:
-            if batch.expired or ch.circuit is None:
+            circuit, sid = ch.circuit, ch.sid
+            if batch.expired or circuit is None or sid is None:
                 return
             ioid = self._ioid()
             self.ops[ioid] = (batch, ch, _READ_NOTIFY)
-            ch.circuit.send(_message(_READ_NOTIFY, b"", ch.dtype + 14, _want(ch), ch.sid, ioid))
+            circuit.send(_message(_READ_NOTIFY, b"", ch.dtype + 14, _want(ch), sid, ioid))
 
         chans = self._ensure(usable)
         batch.remaining = len(chans)  # all counted before any can finish

@@ -179,7 +179,7 @@ def values_read(names: Iterable[str]) -> dict[str, Entry]:
     if not unique:
         return {}
     raw = events.sync_redis().hmget(events.values_hash(), unique)
-    return {name: unpack(data) for name, data in zip(unique, raw, strict=True) if data is not None}
+    return {n: unpack(events.data(d)) for n, d in zip(unique, raw, strict=True) if d is not None}
 
 
 def current_entries(
@@ -215,7 +215,7 @@ def wire_read(names: Sequence[str]) -> dict[str, dict[str, Any]]:
     raw = events.sync_redis().hmget(events.values_hash(), unique)
     out: dict[str, dict[str, Any]] = {}
     for name, data in zip(unique, raw, strict=True):
-        if data is not None and (entry := _wire(data)) is not None:
+        if data is not None and (entry := _wire(events.data(data))) is not None:
             out[name] = entry
     return out
 
@@ -225,8 +225,8 @@ def wire_read_all() -> dict[str, dict[str, Any]]:
     raw = events.sync_redis().hgetall(events.values_hash())
     out: dict[str, dict[str, Any]] = {}
     for name, data in raw.items():
-        if (entry := _wire(data)) is not None:
-            out[name.decode()] = entry
+        if (entry := _wire(events.data(data))) is not None:
+            out[events.text(name)] = entry
     return out
 
 
@@ -242,13 +242,15 @@ async def wire_read_async(client: aioredis.Redis, names: list[str]) -> dict[str,
         return {}
     packed = await client.hmget(events.values_hash(), names)
     wire = values.wire_in_place
-    return {n: wire(unpack(p)) for n, p in zip(names, packed, strict=True) if p is not None}
+    return {
+        n: wire(unpack(events.data(p))) for n, p in zip(names, packed, strict=True) if p is not None
+    }
 
 
 async def wire_read_all_async(client: aioredis.Redis) -> dict[str, dict[str, Any]]:
     raw = await client.hgetall(events.values_hash())
     wire = values.wire_in_place
-    return {k.decode(): wire(unpack(v)) for k, v in raw.items()}
+    return {events.text(k): wire(unpack(events.data(v))) for k, v in raw.items()}
 
 
 def cache_scan(max_age: float) -> tuple[list[str], list[str]]:
@@ -275,7 +277,7 @@ def cache_scan(max_age: float) -> tuple[list[str], list[str]]:
 
 def disconnected_read() -> list[str]:
     """The addresses the monitor marked disconnected (raises RedisError)."""
-    return [m.decode() for m in events.sync_redis().smembers(events.disconnected_set())]
+    return [events.text(m) for m in events.sync_redis().smembers(events.disconnected_set())]
 
 
 # --- the monitor's own state -------------------------------------------------------------------

@@ -102,7 +102,7 @@ class CircuitBreakers:
         for field, data in raw.items():
             state = msgpack.unpackb(data, raw=False)
             if state.get("forced") in ("open", "closed"):
-                forced[field.decode()] = state["forced"]
+                forced[events.text(field)] = state["forced"]
         self.forced = forced
 
     def allow(self, ioc: str) -> bool:
@@ -185,7 +185,7 @@ class CircuitBreakers:
             for state, data in zip(states, current, strict=True):
                 forced = msgpack.unpackb(data, raw=False).get("forced") if data else None
                 mapping[state["name"]] = _packed({**state, "forced": forced})
-            client.hset(key, mapping=mapping)
+            client.hset(key, mapping=events.fields(mapping))
         except redis.RedisError as exc:
             log.warning("cannot save the circuit states of %d IOCs: %s", len(states), exc)
 

@@ -6,7 +6,9 @@ deployments on one Redis never see each other's keys or messages).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
+from typing import Any
 
 import msgpack
 import redis
@@ -85,6 +87,23 @@ def catalog_version_key() -> str:
 def _client(url: str) -> redis.Redis:
     pool = redis.ConnectionPool.from_url(url, socket_connect_timeout=2, socket_timeout=5)
     return redis.Redis(connection_pool=pool)
+
+
+def text(raw: bytes | str) -> str:
+    """A Redis answer as text (our clients never set ``decode_responses``: answers are bytes,
+    though redis-py types them ``bytes | str``)."""
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def data(raw: bytes | str) -> bytes:
+    """A Redis answer as bytes (see ``text``)."""
+    return raw if isinstance(raw, bytes) else raw.encode()
+
+
+def fields(mapping: Mapping[str, Any]) -> Mapping[Any, Any]:
+    """``mapping`` as redis-py's ``hset`` types it (its key type is a union, and Mapping keys
+    are invariant, so a ``dict[str, bytes]`` does not check as one)."""
+    return mapping
 
 
 def sync_redis() -> redis.Redis:

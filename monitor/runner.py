@@ -170,11 +170,11 @@ class Monitor:
         """Delete this shard's cache fields that are not in the catalog (from an earlier run)."""
         stale = set()
         for field in await self.redis.hkeys(events.values_hash()):
-            name = field.decode()
+            name = events.text(field)
             if shard_of(name, self.shards) == self.shard and name not in self.addresses:
                 stale.add(name)
         for member in await self.redis.smembers(events.disconnected_set()):
-            name = member.decode()
+            name = events.text(member)
             if shard_of(name, self.shards) == self.shard and name not in self.addresses:
                 stale.add(name)
         if stale:
@@ -194,7 +194,7 @@ class Monitor:
         back = [n for n, e in batch.items() if e.get("connected") and n in self.disconnected]
         message = events.update_batch(now, packed)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(events.values_hash(), mapping=packed)
+        pipe.hset(events.values_hash(), mapping=events.fields(packed))
         if gone:
             pipe.sadd(events.disconnected_set(), *gone)
         if back:
@@ -396,7 +396,7 @@ async def _heartbeat_loop(monitor: Monitor, holder: str, shard: int, lost: async
             pipe = monitor.redis.pipeline(transaction=False)
             pipe.set(events.heartbeat_key(shard), str(time.time()))
             pipe.set(events.shards_key(), str(monitor.shards))
-            pipe.hset(events.stats_key(shard), mapping=monitor.stats(holder))
+            pipe.hset(events.stats_key(shard), mapping=events.fields(monitor.stats(holder)))
             await pipe.execute()
         except redis.RedisError as exc:
             monitor.error(f"heartbeat failed: {exc}")

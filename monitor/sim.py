@@ -56,9 +56,8 @@ def device_kind(index: int) -> Kind:
     """The kind of device ``index``: a pure function of the index, so tests can predict it."""
     if index % 1000 == 999:
         return "waveform"
-    return {1: "binary", 2: "multi", 3: "string", 4: "readonly", 5: "readonly"}.get(
-        index % 20, "analog"
-    )
+    kinds: dict[int, Kind] = {1: "binary", 2: "multi", 3: "string", 4: "readonly", 5: "readonly"}
+    return kinds.get(index % 20, "analog")
 
 
 def has_drive_limits(index: int) -> bool:
@@ -151,6 +150,10 @@ def _records(device: Device, scan: str) -> Iterator[str]:
     rbv_scan = scan if device.changing else "Passive"
     units, area = UNITS[i % len(UNITS)], AREAS[i % len(AREAS)]
     desc = f"Sim {device.kind} {i} {area}"
+    if device.kind == "readonly":
+        yield _record("calc", rbv, _readback_fields(desc, base_value(i), units, rbv_scan))
+        return
+    assert sp is not None  # every kind but readonly has a setpoint (Device.setpoint)
     if device.kind == "analog":
         sp_fields: list[tuple[str, object]] = [
             ("DESC", desc),
@@ -166,10 +169,8 @@ def _records(device: Device, scan: str) -> Iterator[str]:
             sp_fields += [("DRVH", DRIVE_LIMIT), ("DRVL", -DRIVE_LIMIT)]
         yield _record("ao", sp, sp_fields)
         yield _record("calc", rbv, _readback_fields(desc, f"{sp} NPP", units, rbv_scan))
-    elif device.kind == "readonly":
-        yield _record("calc", rbv, _readback_fields(desc, base_value(i), units, rbv_scan))
     elif device.kind == "binary":
-        labels = [("ZNAM", BINARY_LABELS[0]), ("ONAM", BINARY_LABELS[1])]
+        labels: list[tuple[str, object]] = [("ZNAM", BINARY_LABELS[0]), ("ONAM", BINARY_LABELS[1])]
         yield _record(
             "bo",
             sp,

@@ -57,7 +57,7 @@ def _finite(value: Any) -> tuple[Any, bool]:
         if all_finite(value):
             return value, False
         bad = False
-        out = []
+        out: list[Any] = []
         for item in value:
             if isinstance(item, float) and not math.isfinite(item):
                 out.append(None)

@@ -14,6 +14,7 @@ from django.http import HttpRequest
 
 from pvs import services
 from pvs.models import PV
+from pvs.querysets import PVQuerySet
 from tags.models import Tag, TagGroup
 
 
@@ -27,9 +28,11 @@ class TagGroupFilter(admin.SimpleListFilter):
         return [(str(pk), name) for pk, name in TagGroup.objects.values_list("pk", "name")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[PV]) -> QuerySet[PV]:
-        if not self.value():
+        group = self.value()
+        if not group:
             return queryset
-        tag_ids = Tag.objects.filter(group_id=self.value()).values_list("pk", flat=True)
+        assert isinstance(queryset, PVQuerySet)  # the changelist starts from PV.objects
+        tag_ids = Tag.objects.filter(group__id=group).values_list("pk", flat=True)
         return queryset.with_any_tag(list(tag_ids))
 
 
@@ -43,11 +46,15 @@ class TagFilter(admin.SimpleListFilter):
         tags = Tag.objects.select_related("group").order_by("group__name", "name")
         group = request.GET.get(TagGroupFilter.parameter_name)
         if group:
-            tags = tags.filter(group_id=group)
+            tags = tags.filter(group__id=group)
         return [(str(t.pk), f"{t.group.name}: {t.name}") for t in tags]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[PV]) -> QuerySet[PV]:
-        return queryset.with_any_tag([self.value()]) if self.value() else queryset
+        tag = self.value()
+        if not tag:
+            return queryset
+        assert isinstance(queryset, PVQuerySet)  # the changelist starts from PV.objects
+        return queryset.with_any_tag([tag])
 
 
 class PVActionForm(ActionForm):

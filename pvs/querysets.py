@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from django.db import models
 
+if TYPE_CHECKING:
+    from pvs.models import PV  # noqa: F401 -- ruff does not see the quoted use in the base class
 
-class PVQuerySet(models.QuerySet):
+
+class PVQuerySet(models.QuerySet["PV"]):
     """Chainable reads: text search and tag filters as the contract defines them."""
 
     def matching(self, term: str | None) -> PVQuerySet:
@@ -28,7 +32,7 @@ class PVQuerySet(models.QuerySet):
 
     def with_tag_filters(self, groups: Sequence[Sequence[uuid.UUID | str]]) -> PVQuerySet:
         """OR inside each group, AND across groups; empty groups are ignored."""
-        qs = self
+        qs: PVQuerySet = self
         for tag_ids in groups:
             if tag_ids:
                 qs = qs.with_any_tag(tag_ids)

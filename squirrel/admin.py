@@ -3,7 +3,7 @@ deactivated (an action), never edited; the token hash is never shown or editable
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -12,6 +12,9 @@ from django.http import HttpRequest
 from squirrel import services
 from squirrel.exceptions import SquirrelError
 from squirrel.models import ApiKey
+
+if TYPE_CHECKING:
+    from django.contrib.admin.options import _FieldGroups
 
 
 @admin.register(ApiKey)
@@ -22,7 +25,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     ordering = ("app_name", "created_at")
     actions = ["deactivate"]
 
-    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> _FieldGroups:
         if obj is None:
             return ["app_name", "read_access", "write_access"]
         return ["id", "app_name", "read_access", "write_access", "is_active", "created_at"]

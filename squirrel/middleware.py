@@ -8,7 +8,8 @@ request's sync thread (the one holding its database cursor).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from typing import Any, cast
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
@@ -17,10 +18,13 @@ from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 
 async def _in_thread(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
     iterator = iter(chunks)
-    sentinel = object()
-    step = sync_to_async(next, thread_sensitive=True)
+    # sync_to_async's ParamSpec keeps only next()'s first overload, not the 2-argument form
+    step = cast(
+        "Callable[[Iterator[bytes], None], Coroutine[Any, Any, bytes | None]]",
+        sync_to_async(next, thread_sensitive=True),
+    )
     try:
-        while (chunk := await step(iterator, sentinel)) is not sentinel:
+        while (chunk := await step(iterator, None)) is not None:  # chunks are bytes, never None
             yield chunk
     finally:
         close = getattr(iterator, "close", None)
@@ -41,5 +45,7 @@ class AsyncStreamingMiddleware:
             and isinstance(response, StreamingHttpResponse)
             and not response.is_async
         ):
-            response.streaming_content = _in_thread(response.streaming_content)
+            # the stubs cannot tie is_async to the union: a sync response streams bytes
+            content = cast("Iterable[bytes]", response.streaming_content)
+            response.streaming_content = _in_thread(content)
         return response

@@ -9,7 +9,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -121,7 +121,8 @@ def pv_create(
     except IntegrityError as exc:
         message = f"PV addresses violate uniqueness constraints: {exc}".splitlines()[0]
         raise Conflict(message) from None
-    pv.tags.set(tags)
+    # django-stubs only allows int raw pks in related-manager sets; Tag pks are UUIDs
+    pv.tags.set(cast("list[Any]", tags))
     catalog_changed()
     return pv
 
@@ -188,11 +189,11 @@ def _existing_setpoints(addresses: set[str]) -> set[str]:
     found: set[str] = set()
     items = list(addresses)
     for start in range(0, len(items), 10_000):
-        found.update(
-            PV.objects.filter(setpoint_address__in=items[start : start + 10_000]).values_list(
-                "setpoint_address", flat=True
-            )
+        rows = PV.objects.filter(setpoint_address__in=items[start : start + 10_000]).values_list(
+            "setpoint_address", flat=True
         )
+        # the stubs type the nullable column as str | None; an __in match is never NULL
+        found.update(cast("Iterable[str]", rows))
     return found
 
 
@@ -220,7 +221,9 @@ def pv_update(
     pv.full_clean(validate_unique=False, validate_constraints=False)
     pv.save()
     if tag_ids is not None:
-        pv.tags.set(Tag.objects.filter(pk__in=set(tag_ids)).values_list("pk", flat=True))
+        known = Tag.objects.filter(pk__in=set(tag_ids)).values_list("pk", flat=True)
+        # django-stubs only allows int raw pks in related-manager sets; Tag pks are UUIDs
+        pv.tags.set(cast("Iterable[Any]", known))
     catalog_changed()
     return pv
 

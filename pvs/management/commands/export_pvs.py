@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -23,7 +23,8 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(f"cannot export: {exc}") from None
         if options["file"] == "-":
-            csvio.write(self.stdout, header, rows)
+            # OutputWrapper is a TextIOBase the stubs do not accept as typing.TextIO
+            csvio.write(cast(TextIO, self.stdout), header, rows)
             return
         try:
             with Path(options["file"]).open("w", newline="", encoding="utf-8") as stream:
