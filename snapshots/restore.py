@@ -3,7 +3,7 @@
 1. **Plan** (``restore_plan_create``): for each selected PV of a snapshot, compare the saved
    setpoint with the *current* live value (the monitor's cache when the monitor is alive, else
    a direct Channel Access read) and decide ``write``, ``skip-equal`` (within the PV's
-   tolerance, ``snapshots.compare.within_tolerance``), ``skip-read-only``, ``skip-no-value``
+   tolerance, ``snapshots.tolerance.within_tolerance``), ``skip-read-only``, ``skip-no-value``
    or ``disconnected``. The plan and its items are stored (COPY).
 2. **Request** (``restore_request`` / ``restore_plan_execute_request`` /
    ``restore_revert_request``): in ONE transaction create the Restore audit row, its Job and a
@@ -49,7 +49,7 @@ from jobs import services as jobs
 from jobs.models import Job
 from monitor import events, values
 from pvs.models import PV
-from snapshots.compare import side_from_columns, side_from_entry, within_tolerance
+from snapshots.compare import side_from_columns, side_from_entry
 from snapshots.models import (
     Outcome,
     PlanAction,
@@ -62,6 +62,7 @@ from snapshots.models import (
     SnapshotValue,
     ValueSource,
 )
+from snapshots.tolerance import within_tolerance
 from squirrel.api import dumps
 from squirrel.exceptions import Conflict, Invalid, NotFound, Unavailable
 from squirrel.perf import gc_paused
