@@ -57,7 +57,7 @@ from jobs.models import Job  # noqa: E402
 from monitor import events, sim, values  # noqa: E402
 from pvs.models import PV  # noqa: E402
 from snapshots import restore as services  # noqa: E402
-from snapshots.compare import side_from_columns  # noqa: E402
+from snapshots.codec import side_from_columns  # noqa: E402
 from snapshots.models import Snapshot, SnapshotValue, ValueKind, ValueSource  # noqa: E402
 
 

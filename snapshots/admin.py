@@ -23,8 +23,8 @@ from snapshots import (
     storage,
 )
 from snapshots.models import Snapshot, SnapshotValue
-from snapshots.querysets import snapshot_value_rows
 from snapshots.serializers import value_row_dto
+from snapshots.storage import snapshot_value_rows
 
 VALUES_PER_PAGE = 100
 

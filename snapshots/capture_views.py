@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from snapshots import compare, services
+from snapshots.codec import QUALITIES
 from snapshots.serializers import (
     ComparisonOutSerializer,
     SnapshotExportOutSerializer,
@@ -103,7 +104,7 @@ COMPARE_PARAMETERS = [
         "tags", OpenApiTypes.UUID, many=True, description="PVs currently tagged with any"
     ),
     OpenApiParameter(
-        "quality", str, many=True, enum=compare.QUALITIES, description="either side's quality"
+        "quality", str, many=True, enum=QUALITIES, description="either side's quality"
     ),
 ]
 
@@ -111,10 +112,10 @@ COMPARE_PARAMETERS = [
 def compare_filters(request: Request) -> compare.CompareFilters:
     """onlyDifferent (default true), repeated ``tags``, repeated ``quality``."""
     qualities = tuple(request.query_params.getlist("quality"))
-    bad = [q for q in qualities if q not in compare.QUALITIES]
+    bad = [q for q in qualities if q not in QUALITIES]
     if bad:
         raise Invalid(
-            f"Validation error: quality: must be one of {', '.join(compare.QUALITIES)}",
+            f"Validation error: quality: must be one of {', '.join(QUALITIES)}",
             [{"loc": ["query", "quality"], "msg": f"Unknown quality {bad[0]!r}", "type": "enum"}],
         )
     return compare.CompareFilters(

@@ -1,135 +1,38 @@
 """Comparison of snapshots with each other and with the live machine (contract §6.1).
 
-The tolerance rule is ``snapshots.tolerance``. Rows are read straight from the typed columns
-(no model instances) so that 50K × 50K stays well inside a second and a half.
+The tolerance rule is ``snapshots.tolerance``; stored sides are decoded by ``snapshots.codec``.
+Rows are read straight from the typed columns (no model instances) so that 50K × 50K stays
+well inside a second and a half.
 """
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import numpy as np
 from django.db import connection
 
-from monitor import events, values
-from snapshots.models import Snapshot, ValueKind, ValueSource
-from snapshots.storage import side_wire_value
+from monitor import events
+from snapshots.codec import (
+    KIND_ENUM,
+    KIND_FLOAT,
+    KIND_INT,
+    KIND_STRING,
+    RawSide,
+    Side,
+    absent_sql,
+    select_raw,
+    side_from_columns,
+    side_from_entry,
+)
+from snapshots.models import Snapshot
 from snapshots.tolerance import array_compare, is_array, within_tolerance
 from squirrel.exceptions import NotFound
 from squirrel.perf import gc_paused
 
-# Quality of one captured side (setpoint or readback), as the completeness counts name it.
-QUALITY_LIVE = "live"  # from the cache, fresh and connected
-QUALITY_REREAD = "reread"  # read directly over Channel Access
-QUALITY_STALE = "stale"  # a value kept although it may be old (read failed, or disconnected)
-QUALITY_FAILED = "failed"  # no value at all
-QUALITIES = (QUALITY_LIVE, QUALITY_REREAD, QUALITY_STALE, QUALITY_FAILED)
-
 LIVE = "live"
-
-
-# --- Reading captured sides from the typed columns -------------------------------------------
-
-# Plain ints: comparing with IntegerChoices members is measurably slower at 100K sides.
-_FLOAT, _INT, _STRING, _ENUM = (
-    int(ValueKind.FLOAT),
-    int(ValueKind.INT),
-    int(ValueKind.STRING),
-    int(ValueKind.ENUM),
-)
-_FLOAT_ARRAY, _INT_ARRAY, _STRING_ARRAY = (
-    int(ValueKind.FLOAT_ARRAY),
-    int(ValueKind.INT_ARRAY),
-    int(ValueKind.STRING_ARRAY),
-)
-_DIRECT = int(ValueSource.DIRECT)
-_NUMERIC_ARRAYS = (_FLOAT_ARRAY, _INT_ARRAY)
-
-
-@dataclass(slots=True)
-class Side:
-    """One captured side of a row: the wire value, the value compared, and its quality."""
-
-    wire: Any  # as on the wire: enum index, lists for arrays
-    comparable: Any  # as compared: enum label, numpy array for numeric arrays
-    label: str | None
-    quality: str | None  # None when nothing was captured for this side (no address)
-
-
-def side_from_columns(
-    kind: int | None,
-    num: float | None,
-    text: str | None,
-    array: list[float] | None,
-    source: int | None,
-    connected: bool | None,
-    error: str | None,
-) -> Side | None:
-    """A side as stored (ValueKind mapping of snapshots.models), or None when absent.
-
-    Quality: ``failed`` without a value (a NaN/Inf value read fine is not a failure),
-    ``stale`` when a value was kept although the PV was disconnected or its re-read failed,
-    else ``reread`` (direct) or ``live`` (cache).
-    """
-    if kind is None and source is None and error is None:
-        return None
-    wire = side_wire_value(kind, num, text, array)
-    label = None
-    comparable: Any
-    if kind == _ENUM:
-        label = text
-        comparable = text if text is not None else wire
-    elif kind == _INT:
-        comparable = num
-    elif kind in _NUMERIC_ARRAYS:
-        comparable = (
-            None
-            if array is None
-            else np.array([math.nan if x is None else x for x in array], dtype=float)
-        )
-    else:
-        comparable = wire
-    if wire is None and error != values.NON_FINITE:
-        quality = QUALITY_FAILED
-    elif connected is False or (error and error != values.NON_FINITE):
-        quality = QUALITY_STALE
-    elif source == _DIRECT:
-        quality = QUALITY_REREAD
-    else:
-        quality = QUALITY_LIVE
-    return Side(wire, comparable, label, quality)
-
-
-def side_from_entry(entry: values.Entry | None) -> Side | None:
-    """A live cache entry as a side (enum: value is the label, ``index`` the index)."""
-    if entry is None:
-        return Side(wire=None, comparable=None, label=None, quality=QUALITY_FAILED)
-    value = entry.get("value")
-    if type(value) is float and value - value == 0.0 and entry.get("connected"):
-        return Side(wire=value, comparable=value, label=None, quality=QUALITY_LIVE)  # most PVs
-    value = values.clean(entry).get("value")
-    connected = bool(entry.get("connected"))
-    if not connected:
-        value = None
-    label = None
-    wire = value
-    comparable: Any = value
-    if entry.get("index") is not None and isinstance(value, str):
-        label, wire = value, entry["index"]
-    elif isinstance(value, list) and all(
-        x is None or isinstance(x, int | float) and not isinstance(x, bool) for x in value
-    ):
-        comparable = np.array([math.nan if x is None else x for x in value], dtype=float)
-    quality = QUALITY_FAILED if value is None else QUALITY_LIVE
-    return Side(wire=wire, comparable=comparable, label=label, quality=quality)
-
-
-# A stored side before decoding: (kind, num, text, array, source, connected, error).
-RawSide = tuple[Any, ...]
 
 
 class Row(NamedTuple):
@@ -156,16 +59,14 @@ def _decoded(side: Side | RawSide | None) -> Side | None:
     return side  # type: ignore[return-value]
 
 
-_ROWS_SQL = """
-SELECT sv.pv_id::text, sv.pv_name, sv.setpoint_address, sv.readback_address,
-       COALESCE(pv.abs_tolerance, 0), COALESCE(pv.rel_tolerance, 0),
-       sv.sp_kind, sv.sp_num, sv.sp_text, sv.sp_array, sv.sp_source, sv.sp_connected, sv.sp_error,
-       sv.rb_kind, sv.rb_num, sv.rb_text, sv.rb_array, sv.rb_source, sv.rb_connected, sv.rb_error,
-       sv.sp_kind IS NULL AND sv.sp_source IS NULL AND sv.sp_error IS NULL,
-       sv.rb_kind IS NULL AND sv.rb_source IS NULL AND sv.rb_error IS NULL
-FROM snapshot_value sv LEFT JOIN pv ON pv.id = sv.pv_id
-WHERE sv.snapshot_id = %s
-"""
+_ROWS_SQL = (
+    "SELECT sv.pv_id::text, sv.pv_name, sv.setpoint_address, sv.readback_address,"
+    " COALESCE(pv.abs_tolerance, 0), COALESCE(pv.rel_tolerance, 0), "
+    + ", ".join([select_raw("sp"), select_raw("rb"), absent_sql("sp"), absent_sql("rb")])
+    + " FROM snapshot_value sv LEFT JOIN pv ON pv.id = sv.pv_id WHERE sv.snapshot_id = %s"
+)
+"""Row: pv_id, pv_name, addresses, tolerances, the setpoint and readback sides (``RAW_SIDE``
+columns each), then whether each side is absent."""
 
 
 def snapshot_rows(*, snapshot_id: uuid.UUID) -> list[Row]:
@@ -194,7 +95,8 @@ def snapshot_rows(*, snapshot_id: uuid.UUID) -> list[Row]:
 def _fast_within(x1: Any, x2: Any, abs_tol: float, rel_tol: float) -> bool | None:
     """The rule for two stored sides of the same plain kind without decoding them (the
     common case: numbers, enum labels, strings, no error); None when the full path must
-    decide (other kinds, errors, absent values)."""
+    decide (other kinds, errors, absent values). Indexes the ``codec.RAW_SIDE`` layout in
+    place: 0 kind, 1 num, 2 text, 6 error."""
     if x1 is None and x2 is None:
         return True
     if type(x1) is not tuple or type(x2) is not tuple:
@@ -202,13 +104,13 @@ def _fast_within(x1: Any, x2: Any, abs_tol: float, rel_tol: float) -> bool | Non
     kind = x1[0]
     if kind != x2[0] or x1[6] is not None or x2[6] is not None:
         return None
-    if kind in (_FLOAT, _INT):
+    if kind in (KIND_FLOAT, KIND_INT):
         n1, n2 = x1[1], x2[1]
         if n1 is None or n2 is None:
             return None
         d = abs(n1 - n2)
         return d <= abs_tol or (rel_tol > 0 and n1 != 0 and d / abs(n1) <= rel_tol)
-    if kind in (_ENUM, _STRING):
+    if kind in (KIND_ENUM, KIND_STRING):
         t1, t2 = x1[2], x2[2]
         if t1 is None or t2 is None:
             return None

@@ -49,7 +49,7 @@ from jobs import services as jobs
 from jobs.models import Job
 from monitor import events, values
 from pvs.models import PV
-from snapshots.compare import side_from_columns, side_from_entry
+from snapshots.codec import RAW_SIDE, side_from_columns, side_from_entry
 from snapshots.models import (
     Outcome,
     PlanAction,
@@ -293,13 +293,7 @@ def plan_rows_saved(
             "pv__read_only",
             "pv__abs_tolerance",
             "pv__rel_tolerance",
-            "sp_kind",
-            "sp_num",
-            "sp_text",
-            "sp_array",
-            "sp_source",
-            "sp_connected",
-            "sp_error",
+            *(f"sp_{c}" for c in RAW_SIDE),
         )
     )
     rows: list[_PlanRow] = []

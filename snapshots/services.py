@@ -36,7 +36,14 @@ from django.db import connection, transaction
 from jobs import services as jobs
 from jobs.models import Job
 from monitor import events, values
-from snapshots.compare import side_from_columns
+from snapshots.codec import (
+    DISPLAY_META,
+    DISPLAY_WIDTH,
+    META_JOIN,
+    SOURCE_NAMES,
+    select_sides,
+    side_from_columns,
+)
 from snapshots.models import Snapshot, ValueSource
 from snapshots.storage import CapturedValue, snapshot_values_write
 from squirrel.api import dumps
@@ -466,27 +473,13 @@ def snapshot_get(*, snapshot_id: str) -> Snapshot:
 
 EXPORT_FORMATS = ("csv", "json")
 EXPORT_CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
-_SOURCE_NAMES = {ValueSource.CACHE: "cache", ValueSource.DIRECT: "direct"}
-_SIDE_COLUMNS = (
-    "kind", "num", "text", "array", "status", "severity", "ts", "source", "age", "connected",
-    "error",
-)  # fmt: skip
-_META_COLUMNS = ("units", "precision", "upper_ctrl_limit", "lower_ctrl_limit")
 _EXPORT_SQL = (
     "SELECT sv.pv_id, sv.pv_name, sv.setpoint_address, sv.readback_address, "
-    + ", ".join(f"sv.sp_{c}" for c in _SIDE_COLUMNS)
-    + ", "
-    + ", ".join(f"spm.{c}" for c in _META_COLUMNS)
-    + ", "
-    + ", ".join(f"sv.rb_{c}" for c in _SIDE_COLUMNS)
-    + ", "
-    + ", ".join(f"rbm.{c}" for c in _META_COLUMNS)
+    + select_sides(DISPLAY_META)
     + " FROM snapshot_value sv"
-    " LEFT JOIN value_meta spm ON spm.id = sv.sp_meta_id"
-    " LEFT JOIN value_meta rbm ON rbm.id = sv.rb_meta_id"
-    " WHERE sv.snapshot_id = %s ORDER BY sv.pv_name, sv.id"
+    + META_JOIN
+    + " WHERE sv.snapshot_id = %s ORDER BY sv.pv_name, sv.id"
 )
-_SIDE_WIDTH = len(_SIDE_COLUMNS) + len(_META_COLUMNS)
 CSV_HEADER = (
     "pvId", "pvName", "setpointAddress", "readbackAddress",
     *(f"{side}{field}" for side in ("setpoint", "readback") for field in (
@@ -503,7 +496,8 @@ def _iso(epoch: float | None) -> str | None:
 
 
 def _export_side(cols: tuple[Any, ...]) -> dict[str, Any] | None:
-    """An EpicsValueDTO plus label and quality keys from one side's columns (None: absent)."""
+    """An EpicsValueDTO plus label and quality keys from one side's columns (``SIDE_READ``
+    then ``DISPLAY_META``, codec), None when absent."""
     kind, num, text, array, status, severity, ts, source, age, connected, error = cols[:11]
     units, precision, upper, lower = cols[11:]
     side = side_from_columns(kind, num, text, array, source, connected, error)
@@ -519,7 +513,7 @@ def _export_side(cols: tuple[Any, ...]) -> dict[str, Any] | None:
         "precision": precision,
         "upper_ctrl_limit": values.finite(upper),
         "lower_ctrl_limit": values.finite(lower),
-        "source": _SOURCE_NAMES.get(source),
+        "source": SOURCE_NAMES.get(source),
         "age": age,
         "connected": connected,
         "error": error,
@@ -538,8 +532,8 @@ def snapshot_export_rows(*, snapshot: Snapshot) -> Iterable[dict[str, Any]]:
 
 def _export_chunk(chunk: list[tuple[Any, ...]]) -> Iterable[dict[str, Any]]:
     for row in chunk:
-        sp = row[4 : 4 + _SIDE_WIDTH]
-        rb = row[4 + _SIDE_WIDTH : 4 + 2 * _SIDE_WIDTH]
+        sp = row[4 : 4 + DISPLAY_WIDTH]
+        rb = row[4 + DISPLAY_WIDTH : 4 + 2 * DISPLAY_WIDTH]
         yield {
             "pvId": str(row[0]) if row[0] is not None else None,
             "pvName": row[1],

@@ -22,7 +22,7 @@ from snapshots import services, storage
 from snapshots.capture_views import SnapshotCreateView
 from snapshots.filters import SnapshotFilterSet
 from snapshots.models import Snapshot
-from snapshots.querysets import snapshot_queryset, snapshot_value_rows
+from snapshots.querysets import snapshot_queryset
 from snapshots.serializers import (
     JobCreatedOutSerializer,
     SnapshotCreateSerializer,
@@ -35,6 +35,7 @@ from snapshots.serializers import (
     snapshot_summary_dto,
     value_row_json,
 )
+from snapshots.storage import snapshot_value_rows
 from squirrel.api import stream_json
 from squirrel.exceptions import Invalid
 
