@@ -161,7 +161,7 @@ def _initial_values(devices: list[sim.Device]) -> dict[str, object]:
 
 def cache_fill(addresses: list[str]) -> float:
     """Fill the monitor's cache from a direct read (as a running monitor would have it)."""
-    from snapshots.services import direct_read
+    from snapshots.capture import direct_read
 
     entries = direct_read(addresses, timeout=10.0, on_chunk=lambda *_: None)
     client = events.sync_redis()

@@ -14,7 +14,7 @@
 3. **Run** (``restore_run``, the task's body): claim the Restore row (pending -> running,
    conditional UPDATE: a redelivered message never replays writes), build the plan if the
    request had none, capture a **safety snapshot** of exactly the PVs about to be written
-   (``snapshots.services.values_collect`` while the monitor is alive, else a direct read on
+   (``snapshots.capture.values_collect`` while the monitor is alive, else a direct read on
    the restore's own client; stored with ``snapshots.storage.snapshot_values_write``, kind
    ``safety``, linked to the Restore and committed before any write), then per chunk: note
    the chunk as attempted, put with completion, read back setpoints (and readbacks within
@@ -1121,10 +1121,10 @@ class _Direct:
 
 
 def _capture(catalog: list[Any], ca: ChannelAccess) -> dict[str, Any]:
-    """Capture the setpoints and readbacks of ``catalog`` (snapshots.services.CatalogRow):
+    """Capture the setpoints and readbacks of ``catalog`` (snapshots.capture.CatalogRow):
     through the snapshot capture (``values_collect``: cache first) while the monitor is alive,
     else read directly on the restore's own connected client (the channels it then writes)."""
-    from snapshots.services import Completeness, values_collect
+    from snapshots.capture import Completeness, values_collect
 
     addresses = list(
         dict.fromkeys(a for c in catalog for a in (c.setpoint_address, c.readback_address) if a)
@@ -1146,7 +1146,7 @@ def _addresses(rows: Iterable[_PlanRow | _Item]) -> list[str]:
 
 
 def _catalog_rows(rows: Iterable[_PlanRow | _Item]) -> list[Any]:
-    from snapshots.services import CatalogRow
+    from snapshots.capture import CatalogRow
 
     return [
         CatalogRow(
@@ -1164,7 +1164,7 @@ def _safety_store(
 ) -> set[int]:
     """Save the captured values of ``catalog`` (exactly the PVs about to be written) as the
     safety snapshot of ``restore``; the ids of items whose setpoint could not be read."""
-    from snapshots.services import Completeness, captured_values_build, snapshot_store
+    from snapshots.capture import Completeness, captured_values_build, snapshot_store
 
     wanted = {a for c in catalog for a in (c.setpoint_address, c.readback_address) if a}
     counts = Completeness()

@@ -1,4 +1,4 @@
-"""Celery tasks of the snapshots app: thin wrappers around snapshots.services."""
+"""Celery tasks of the snapshots app: thin wrappers around the capture and restore services."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from jobs.services import job_run
-from snapshots import services
+from snapshots import capture
 
 # Worth another attempt: the broker, cache or database went away for a moment.
 RETRYABLE: tuple[type[Exception], ...] = (
@@ -38,7 +38,7 @@ def snapshot_capture_task(self, job_id: str) -> str | None:
     def will_retry(exc: Exception) -> bool:
         return isinstance(exc, RETRYABLE) and self.request.retries < self.max_retries
 
-    outcome = job_run(job_id=job_id, work=services.snapshot_capture_job, will_retry=will_retry)
+    outcome = job_run(job_id=job_id, work=capture.snapshot_capture_job, will_retry=will_retry)
     return outcome.result_id if outcome else None
 
 

@@ -8,7 +8,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from jobs.models import Job
-from snapshots import services
+from snapshots import capture, services
 from squirrel.exceptions import SquirrelError
 
 BAR_WIDTH = 40
@@ -45,7 +45,7 @@ class Command(BaseCommand):
         use_cache = not opts["no_cache"]
         try:
             if opts["sync"]:
-                snapshot = services.snapshot_capture(
+                snapshot = capture.snapshot_capture(
                     title=opts["title"],
                     description=opts["comment"],
                     use_cache=use_cache,
