@@ -20,7 +20,7 @@ from django.utils.safestring import SafeString
 
 from snapshots import (
     restore_admin,  # noqa: F401  (registers the restore audit models)
-    storage,
+    services,
 )
 from snapshots.models import Snapshot, SnapshotValue
 from snapshots.serializers import value_row_dto
@@ -133,11 +133,11 @@ class SnapshotAdmin(admin.ModelAdmin):
     def delete_with_values(self, request: HttpRequest, queryset: QuerySet[Snapshot]) -> None:
         ids = list(queryset.values_list("pk", flat=True))
         for snapshot_id in ids:
-            storage.snapshot_delete(snapshot_id=str(snapshot_id))
+            services.snapshot_delete(snapshot_id=str(snapshot_id))
         self.message_user(request, f"Deleted {len(ids)} snapshot(s).", messages.SUCCESS)
 
     def save_model(self, request: HttpRequest, obj: Snapshot, form: Any, change: bool) -> None:
-        storage.snapshot_update(
+        services.snapshot_update(
             snapshot_id=str(obj.pk), title=obj.title, description=obj.description or ""
         )
 

@@ -91,3 +91,31 @@ def snapshot_get(*, snapshot_id: str) -> Snapshot:
         return Snapshot.objects.get(pk=uuid.UUID(str(snapshot_id)))
     except (Snapshot.DoesNotExist, ValueError):
         raise NotFound(f"Snapshot {snapshot_id} not found") from None
+
+
+def snapshot_update(
+    *, snapshot_id: str, title: str | None = None, description: str | None = None
+) -> Snapshot:
+    """Change the title and/or description (None leaves a field unchanged); NotFound (404)."""
+    with transaction.atomic():
+        snapshot = _snapshot_locked(snapshot_id)
+        if title is not None:
+            snapshot.title = title
+        if description is not None:
+            snapshot.description = description
+        snapshot.full_clean()
+        snapshot.save(update_fields=["title", "description", "updated_at"])
+    return snapshot
+
+
+def snapshot_delete(*, snapshot_id: str) -> None:
+    """Delete a snapshot and its values (one DELETE of the value rows); NotFound (404)."""
+    with transaction.atomic():
+        _snapshot_locked(snapshot_id).delete()
+
+
+def _snapshot_locked(snapshot_id: str) -> Snapshot:
+    try:
+        return Snapshot.objects.select_for_update().get(pk=uuid.UUID(str(snapshot_id)))
+    except (Snapshot.DoesNotExist, ValueError):
+        raise NotFound(f"Snapshot {snapshot_id} not found") from None

@@ -23,11 +23,6 @@ Public API (used by capture, compare, restore and the read API):
     chunk at a time (bounded memory at 50K rows). ``StoredValue`` is a CapturedValue plus the
     row ``id``; ``pv_id`` is None when the PV was deleted since.
 
-``snapshot_update(*, snapshot_id, title=None, description=None)`` and
-``snapshot_delete(*, snapshot_id)``
-    The read API's edits of the snapshot row (None leaves a field unchanged; NotFound on a
-    malformed or unknown id). They belong with the other snapshot services in services.py.
-
 The column layout, the encoding of an entry into it and every decoder are in
 ``snapshots.codec``.
 """
@@ -39,7 +34,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import connection
 
 from monitor.values import Entry
 from snapshots.codec import (
@@ -57,7 +52,6 @@ from snapshots.codec import (
 )
 from snapshots.codec import pg_array as _pg_array  # noqa: F401  (tests/monitor/test_values.py)
 from snapshots.models import Snapshot, ValueMeta, ValueSource
-from squirrel.exceptions import NotFound
 
 COPY_COLUMNS: tuple[str, ...] = (
     "snapshot_id",
@@ -282,35 +276,3 @@ def snapshot_value_rows(
 
 def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-# --- the snapshot row: edit and delete ----------------------------------------------------------
-# (Services of the read API; they belong with the other snapshot services in services.py.)
-
-
-def snapshot_update(
-    *, snapshot_id: str, title: str | None = None, description: str | None = None
-) -> Snapshot:
-    """Change the title and/or description (None leaves a field unchanged); NotFound (404)."""
-    with transaction.atomic():
-        snapshot = _snapshot_locked(snapshot_id)
-        if title is not None:
-            snapshot.title = title
-        if description is not None:
-            snapshot.description = description
-        snapshot.full_clean()
-        snapshot.save(update_fields=["title", "description", "updated_at"])
-    return snapshot
-
-
-def snapshot_delete(*, snapshot_id: str) -> None:
-    """Delete a snapshot and its values (one DELETE of the value rows); NotFound (404)."""
-    with transaction.atomic():
-        _snapshot_locked(snapshot_id).delete()
-
-
-def _snapshot_locked(snapshot_id: str) -> Snapshot:
-    try:
-        return Snapshot.objects.select_for_update().get(pk=uuid.UUID(str(snapshot_id)))
-    except (Snapshot.DoesNotExist, ValueError):
-        raise NotFound(f"Snapshot {snapshot_id} not found") from None

@@ -18,7 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from snapshots import services, storage
+from snapshots import services
 from snapshots.capture_views import SnapshotCreateView
 from snapshots.filters import SnapshotFilterSet
 from snapshots.models import Snapshot
@@ -150,7 +150,7 @@ class SnapshotDetailView(APIView):
     def put(self, request: Request, snapshot_id: str) -> Response:
         serializer = SnapshotUpdateSerializer(data=_body(request))
         _valid(serializer)
-        snapshot = storage.snapshot_update(snapshot_id=snapshot_id, **serializer.to_service())
+        snapshot = services.snapshot_update(snapshot_id=snapshot_id, **serializer.to_service())
         return Response(snapshot_summary_dto(snapshot))
 
     @extend_schema(
@@ -158,5 +158,5 @@ class SnapshotDetailView(APIView):
         responses={200: OpenApiTypes.BOOL},  # the contract answers 200 true, never 204
     )
     def delete(self, request: Request, snapshot_id: str) -> Response:
-        storage.snapshot_delete(snapshot_id=snapshot_id)  # ``deleteData`` is ignored
+        services.snapshot_delete(snapshot_id=snapshot_id)  # ``deleteData`` is ignored
         return Response(True)
