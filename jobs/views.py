@@ -21,7 +21,7 @@ class JobDetailView(APIView):
         if job.type == Job.Type.SNAPSHOT_RESTORE and job.status == Job.Status.RUNNING:
             # A restore whose worker died is never retried, so nothing else would end its
             # job: the poll that watches it fails it once the heartbeat is stale.
-            from snapshots.restore import restore_reap_orphans  # snapshots depends on jobs
+            from snapshots.restore.run import restore_reap_orphans  # snapshots depends on jobs
 
             if restore_reap_orphans():
                 job = services.job_get(job_id=job_id)

@@ -3,7 +3,7 @@
 A snapshot holds ~50K values, so they are never inlined: the change page renders one page
 (``?vpage=N``, ``VALUES_PER_PAGE`` rows, optional ``?vq=`` name filter) through the same
 streaming query as the API. ``SnapshotValue`` has no changelist of its own (a COUNT over
-every snapshot's values would make it slow); the restore audit admin is in restore_admin.
+every snapshot's values would make it slow); the restore audit admin is in restore/admin.py.
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from snapshots import (
-    restore_admin,  # noqa: F401  (registers the restore audit models)
-    services,
-)
+from snapshots import services
 from snapshots.models import Snapshot, SnapshotValue
+from snapshots.restore import admin as restore_admin  # noqa: F401  (registers the audit models)
 from snapshots.serializers import value_row_dto
 from snapshots.storage import snapshot_value_rows
 

@@ -270,7 +270,7 @@ class SnapshotExportOutSerializer(serializers.Serializer):
     pvValues = serializers.ListField(child=serializers.DictField())
 
 
-# --- restores: request and response shapes, for the schema only (restore_views builds them) ---
+# --- restores: request and response shapes, for the schema only (restore/views.py builds them)
 
 ACTION_CHOICES = [str(label) for _, label in PlanAction.choices]
 OUTCOME_CHOICES = [str(label) for _, label in Outcome.choices]

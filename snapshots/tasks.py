@@ -44,4 +44,4 @@ def snapshot_capture_task(self, job_id: str) -> str | None:
 
 # Restore tasks live beside their services; imported here so the worker's autodiscovery
 # (which looks for ``<app>.tasks``) registers them.
-from snapshots.restore_tasks import restore_run_task  # noqa: E402, F401
+from snapshots.restore.tasks import restore_run_task  # noqa: E402, F401
