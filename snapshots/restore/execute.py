@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -67,40 +68,81 @@ def restore_execute(*, restore: Restore, progress: ProgressFn) -> Restore:
         return _execute(restore=restore, progress=progress, ca=ca)
 
 
+@dataclass(slots=True)
+class _Run:
+    """What the phases of one execution share."""
+
+    restore: Restore
+    progress: ProgressFn
+    ca: ChannelAccess
+    clock: Clock
+    timeout: float
+
+
 def _execute(*, restore: Restore, progress: ProgressFn, ca: ChannelAccess) -> Restore:
-    timeout = settings.EPICS_TIMEOUT
-    clock = Clock()
+    """The phases in order: plan (or load the stored plan), record the skipped items, safety
+    snapshot, then write, verify and record a chunk at a time, and finish."""
+    run = _Run(restore, progress, ca, Clock(), settings.EPICS_TIMEOUT)
     captured: dict[str, Any] | None = None
     if restore.plan_id is None:
-        # Plain restore: ONE capture serves the plan and the safety snapshot, moments apart.
-        progress(2, "Reading live values for the plan...")
-        selection = Selection(
-            pv_ids=tuple(restore.pv_ids) if restore.pv_ids is not None else None,
-            tag_filters=tuple(tuple(uuid.UUID(t) for t in g) for g in restore.tag_filters or []),
-        )
-        assert restore.snapshot is not None
-        started = time.monotonic()
-        rows, candidates = plan_rows_saved(snapshot=restore.snapshot, selection=selection)
-        ca.preconnect(_addresses(candidates), timeout)
-        clock.lap("plan")
-        captured = safety_capture(catalog_rows(candidates), ca)
-        clock.lap("capture")
-        plan_rows_classify(candidates=candidates, live={a: c.entry for a, c in captured.items()})
-        plan = plan_store(
-            snapshot=restore.snapshot,
-            selection=selection,
-            rows=rows,
-            created_by=restore.created_by,
-            elapsed=time.monotonic() - started,
-        )
-        Restore.objects.filter(pk=restore.pk).update(plan=plan)
-        restore.plan = plan
-        items = items_from_rows(rows)
-        clock.lap("plan")
+        items, captured = _plan_phase(run)
     else:
-        assert restore.plan is not None
-        items = items_load(restore.plan)
-        ca.preconnect(_addresses(i for i in items if i.action == PlanAction.WRITE), timeout)
+        items = _plan_load_phase(run)
+    to_write = _skipped_record_phase(run, items)
+    total = len(to_write)
+    progress(5, f"Starting restore of {total:,} PVs")
+    if to_write:
+        to_write = _safety_phase(run, to_write, captured)
+        done = total - len(to_write)
+        for start in range(0, len(to_write), CHUNK):
+            chunk = to_write[start : start + CHUNK]
+            _chunk_write_phase(run, chunk, attempted=start + len(chunk))
+            done += len(chunk)
+            progress(10 + int(85 * done / max(total, 1)), f"{done:,}/{total:,} PVs")
+    return _finish_phase(run)
+
+
+def _plan_phase(run: _Run) -> tuple[list[Item], dict[str, Any]]:
+    """Plain restore: plan it now. ONE capture serves the plan and the safety snapshot,
+    moments apart; the items and that capture."""
+    restore = run.restore
+    run.progress(2, "Reading live values for the plan...")
+    selection = Selection(
+        pv_ids=tuple(restore.pv_ids) if restore.pv_ids is not None else None,
+        tag_filters=tuple(tuple(uuid.UUID(t) for t in g) for g in restore.tag_filters or []),
+    )
+    assert restore.snapshot is not None
+    started = time.monotonic()
+    rows, candidates = plan_rows_saved(snapshot=restore.snapshot, selection=selection)
+    run.ca.preconnect(_addresses(candidates), run.timeout)
+    run.clock.lap("plan")
+    captured = safety_capture(catalog_rows(candidates), run.ca)
+    run.clock.lap("capture")
+    plan_rows_classify(candidates=candidates, live={a: c.entry for a, c in captured.items()})
+    plan = plan_store(
+        snapshot=restore.snapshot,
+        selection=selection,
+        rows=rows,
+        created_by=restore.created_by,
+        elapsed=time.monotonic() - started,
+    )
+    Restore.objects.filter(pk=restore.pk).update(plan=plan)
+    restore.plan = plan
+    items = items_from_rows(rows)
+    run.clock.lap("plan")
+    return items, captured
+
+
+def _plan_load_phase(run: _Run) -> list[Item]:
+    """Execution of a stored plan: its items; the channels to write start connecting."""
+    assert run.restore.plan is not None
+    items = items_load(run.restore.plan)
+    run.ca.preconnect(_addresses(i for i in items if i.action == PlanAction.WRITE), run.timeout)
+    return items
+
+
+def _skipped_record_phase(run: _Run, items: list[Item]) -> list[Item]:
+    """Record the outcome of every item the plan does not write; the items to write."""
     to_write = [i for i in items if i.action == PlanAction.WRITE]
     skipped = [
         Result(item=i, outcome=SKIP_OUTCOME[PlanAction(i.action)], error=i.note)
@@ -108,55 +150,63 @@ def _execute(*, restore: Restore, progress: ProgressFn, ca: ChannelAccess) -> Re
         if i.action != PlanAction.WRITE
     ]
     with transaction.atomic():
-        outcomes_write(restore.pk, skipped)
-    clock.lap("record")
-    total = len(to_write)
-    progress(5, f"Starting restore of {total:,} PVs")
-    if to_write:
-        progress(6, f"Taking safety snapshot of {total:,} PVs...")
-        catalog = catalog_rows(to_write)
-        if captured is None:
-            captured = safety_capture(catalog, ca)
-            clock.lap("capture")
-        unreadable = safety_store(
-            restore=restore, catalog=catalog, captured=captured, items=to_write
-        )
-        clock.lap("safety_snapshot")
-        if unreadable:
-            with transaction.atomic():
-                outcomes_write(
-                    restore.pk,
-                    (
-                        Result(
-                            item=i,
-                            outcome=Outcome.TIMED_OUT,
-                            error="not written: its current value could not be read for the "
-                            "safety snapshot (IOC not answering?)",
-                        )
-                        for i in to_write
-                        if i.id in unreadable
-                    ),
-                )
-            to_write = [i for i in to_write if i.id not in unreadable]
-        done = total - len(to_write)
-        for start in range(0, len(to_write), CHUNK):
-            chunk = to_write[start : start + CHUNK]
-            _note_attempt(restore, through=chunk[-1].id, attempted=start + len(chunk))
-            results = verify_chunk(
-                ca=ca, items=chunk, timeout=timeout, settle=settle_time(), clock=clock
-            )
-            with transaction.atomic():
-                outcomes_write(restore.pk, results)
-            clock.lap("record")
-            done += len(chunk)
-            progress(10 + int(85 * done / max(total, 1)), f"{done:,}/{total:,} PVs")
+        outcomes_write(run.restore.pk, skipped)
+    run.clock.lap("record")
+    return to_write
+
+
+def _safety_phase(run: _Run, to_write: list[Item], captured: dict[str, Any] | None) -> list[Item]:
+    """Store the safety snapshot of ``to_write`` (capturing it unless the plan just did) and
+    record as timed out the items whose current value could not be read; the rest."""
+    run.progress(6, f"Taking safety snapshot of {len(to_write):,} PVs...")
+    catalog = catalog_rows(to_write)
+    if captured is None:
+        captured = safety_capture(catalog, run.ca)
+        run.clock.lap("capture")
+    unreadable = safety_store(
+        restore=run.restore, catalog=catalog, captured=captured, items=to_write
+    )
+    run.clock.lap("safety_snapshot")
+    if not unreadable:
+        return to_write
     with transaction.atomic():
-        locked = Restore.objects.select_for_update().get(pk=restore.pk)
+        outcomes_write(
+            run.restore.pk,
+            (
+                Result(
+                    item=i,
+                    outcome=Outcome.TIMED_OUT,
+                    error="not written: its current value could not be read for the "
+                    "safety snapshot (IOC not answering?)",
+                )
+                for i in to_write
+                if i.id in unreadable
+            ),
+        )
+    return [i for i in to_write if i.id not in unreadable]
+
+
+def _chunk_write_phase(run: _Run, chunk: list[Item], *, attempted: int) -> None:
+    """Note the chunk as attempted, write and verify it, and record its outcomes."""
+    _note_attempt(run.restore, through=chunk[-1].id, attempted=attempted)
+    results = verify_chunk(
+        ca=run.ca, items=chunk, timeout=run.timeout, settle=settle_time(), clock=run.clock
+    )
+    with transaction.atomic():
+        outcomes_write(run.restore.pk, results)
+    run.clock.lap("record")
+
+
+def _finish_phase(run: _Run) -> Restore:
+    """Counts and timings onto the Restore row, completed, and its claims released (unless
+    the reaper failed it meanwhile)."""
+    with transaction.atomic():
+        locked = Restore.objects.select_for_update().get(pk=run.restore.pk)
         if locked.status != Restore.Status.RUNNING:
-            raise RestoreAborted(f"Restore {restore.pk} is no longer running")
+            raise RestoreAborted(f"Restore {run.restore.pk} is no longer running")
         summary_store(locked)
-        clock.lap("record")
-        locked.timings = clock.laps
+        run.clock.lap("record")
+        locked.timings = run.clock.laps
         locked.status = Restore.Status.COMPLETED
         locked.finished_at = timezone.now()
         locked.save()
