@@ -5,7 +5,6 @@ verify and record a chunk at a time, and finish the audit record.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -107,10 +106,7 @@ def _plan_phase(run: _Run) -> tuple[list[Item], dict[str, Any]]:
     moments apart; the items and that capture."""
     restore = run.restore
     run.progress(2, "Reading live values for the plan...")
-    selection = Selection(
-        pv_ids=tuple(restore.pv_ids) if restore.pv_ids is not None else None,
-        tag_filters=tuple(tuple(uuid.UUID(t) for t in g) for g in restore.tag_filters or []),
-    )
+    selection = Selection.stored(restore.pv_ids, restore.tag_filters)
     assert restore.snapshot is not None
     started = time.monotonic()
     rows, candidates = plan_rows_saved(snapshot=restore.snapshot, selection=selection)

@@ -22,6 +22,7 @@ from snapshots.models import PlanAction, RestorePlan, RestorePlanItem, Snapshot,
 from snapshots.restore.epics import live_entries
 from snapshots.restore.records import Item, copy_rows, json_text
 from snapshots.restore.selection import Selection
+from snapshots.services import snapshot_get
 from snapshots.tolerance import within_tolerance
 from squirrel.exceptions import NotFound
 from squirrel.perf import gc_paused
@@ -51,17 +52,6 @@ class PlanRow:
     delta: float | None = None
     note: str | None = None
     id: int = 0  # the RestorePlanItem id, once stored
-
-
-def snapshot_get(*, snapshot_id: Any) -> Snapshot:
-    try:
-        sid = uuid.UUID(str(snapshot_id))
-    except ValueError:
-        raise NotFound(f"Snapshot {snapshot_id} not found") from None
-    snapshot = Snapshot.objects.filter(pk=sid).first()
-    if snapshot is None:
-        raise NotFound(f"Snapshot {snapshot_id} not found")
-    return snapshot
 
 
 def _selected_values(*, snapshot: Snapshot, selection: Selection):

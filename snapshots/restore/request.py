@@ -4,7 +4,6 @@ on commit (a plain restore, the execution of a stored plan, or the revert of a r
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -16,10 +15,11 @@ from jobs import services as jobs
 from jobs.models import Job
 from snapshots.models import PlanAction, Restore, RestorePlan, Snapshot
 from snapshots.restore.claims import idempotent_restore, pvs_claim, request_digest
-from snapshots.restore.plan import plan_age, restore_plan_get, snapshot_get, writable_pv_ids
+from snapshots.restore.plan import plan_age, restore_plan_get, writable_pv_ids
 from snapshots.restore.records import restore_get
 from snapshots.restore.run import restore_reap_orphans
 from snapshots.restore.selection import Selection
+from snapshots.services import snapshot_get
 from squirrel.exceptions import Conflict
 
 
@@ -134,10 +134,7 @@ def restore_plan_execute_request(
     done = Restore.objects.filter(plan=plan).first()
     if done is not None:
         raise Conflict(f"Restore plan {plan.pk} was already executed by restore {done.pk}")
-    selection = Selection(
-        pv_ids=tuple(plan.pv_ids) if plan.pv_ids is not None else None,
-        tag_filters=tuple(tuple(uuid.UUID(t) for t in g) for g in plan.tag_filters or []),
-    )
+    selection = Selection.stored(plan.pv_ids, plan.tag_filters)
     return _request(
         kind=Restore.Kind.RESTORE,
         snapshot=plan.snapshot,

@@ -17,6 +17,16 @@ class Selection:
     pv_ids: tuple[uuid.UUID, ...] | None = None
     tag_filters: tuple[tuple[uuid.UUID, ...], ...] = ()
 
+    @classmethod
+    def stored(
+        cls, pv_ids: list[uuid.UUID] | None, tag_filters: list[list[str]] | None
+    ) -> Selection:
+        """The selection as a plan or restore row records it (``pv_ids``, ``tag_filters``)."""
+        return cls(
+            pv_ids=tuple(pv_ids) if pv_ids is not None else None,
+            tag_filters=tuple(tuple(uuid.UUID(t) for t in g) for g in tag_filters or []),
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "pvIds": None if self.pv_ids is None else sorted(str(p) for p in self.pv_ids),
