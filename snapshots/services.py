@@ -9,6 +9,7 @@ import logging
 import uuid
 from typing import Any
 
+from celery import current_app
 from django.db import transaction
 
 from jobs import services as jobs
@@ -17,6 +18,10 @@ from snapshots.models import Snapshot
 from squirrel.exceptions import Invalid, NotFound
 
 log = logging.getLogger(__name__)
+
+# The capture task's name (snapshots.tasks), enqueued by name: this module does not import the
+# tasks. The name predates it: the default Celery gave the task, which queued messages carry.
+SNAPSHOT_CAPTURE_TASK = "snapshots.tasks.snapshot_capture_task"
 
 
 def text_without_nul(key: str, value: Any) -> Any:
@@ -56,8 +61,6 @@ def snapshot_create_enqueue(
     *, title: str, description: str | None, use_cache: bool, created_by: str | None
 ) -> Job:
     """Create a ``snapshot_create`` job and enqueue its task once the job row is committed."""
-    from snapshots.tasks import snapshot_capture_task
-
     title = snapshot_title_clean(title)
     with transaction.atomic():
         job = jobs.job_create(
@@ -71,13 +74,16 @@ def snapshot_create_enqueue(
             created_by=created_by,
         )
         job_id = str(job.pk)
-        transaction.on_commit(lambda: _enqueue(snapshot_capture_task, job_id))
+        transaction.on_commit(
+            lambda: _enqueue(current_app.signature(SNAPSHOT_CAPTURE_TASK), job_id)
+        )
     return job
 
 
 def _enqueue(task: Any, job_id: str) -> None:
-    """Send the job's task; if the broker cannot take it, the job fails saying why (the
-    request that created it still answers with the job, never a 500)."""
+    """Send the job's task (anything with ``delay``: a signature); if the broker cannot take
+    it, the job fails saying why (the request that created it still answers with the job,
+    never a 500)."""
     try:
         task.delay(job_id)
     except Exception as exc:  # the broker is a process boundary: any failure means "not queued"

@@ -8,6 +8,7 @@ from django.db import InterfaceError, OperationalError
 
 from jobs.services import job_run
 from snapshots import capture
+from snapshots.services import SNAPSHOT_CAPTURE_TASK
 
 # Worth another attempt: the broker, cache or database went away for a moment.
 RETRYABLE: tuple[type[Exception], ...] = (
@@ -22,6 +23,7 @@ MAX_RETRIES = 2
 
 
 @shared_task(
+    name=SNAPSHOT_CAPTURE_TASK,
     bind=True,
     autoretry_for=RETRYABLE,
     max_retries=MAX_RETRIES,

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from snapshots.restore.request import RESTORE_RUN_TASK
 from snapshots.restore.run import restore_run
 
 
-# The name messages carry, kept from when this task lived in snapshots/restore_tasks.py.
 @shared_task(
-    name="snapshots.restore_tasks.restore_run_task",
+    name=RESTORE_RUN_TASK,
     acks_late=False,
     reject_on_worker_lost=False,
     max_retries=0,
