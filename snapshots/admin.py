@@ -13,8 +13,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.shortcuts import redirect, render
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
@@ -83,25 +86,17 @@ class SnapshotAdmin(admin.ModelAdmin):
     change_list_template = "admin/snapshots/snapshot/change_list.html"
 
     def get_urls(self) -> list[Any]:
-        from django.urls import path
-
         take = self.admin_site.admin_view(self.take_snapshot_view)
         return [path("take/", take, name="snapshots_snapshot_take"), *super().get_urls()]
 
     def take_snapshot_view(self, request: HttpRequest) -> Any:
         """Capture a snapshot of the whole catalog as a job; then show the job's progress."""
-        from django.core.exceptions import PermissionDenied
-        from django.shortcuts import redirect, render
-        from django.urls import reverse
-
-        from snapshots.services import snapshot_create_enqueue
-
         if not request.user.has_perm("snapshots.view_snapshot"):
             raise PermissionDenied
         if request.method == "POST":
             title = (request.POST.get("title") or "").strip()[:255]
             if title:
-                job = snapshot_create_enqueue(
+                job = services.snapshot_create_enqueue(
                     title=title,
                     description=request.POST.get("comment") or None,
                     use_cache=True,

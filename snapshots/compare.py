@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from django.db import connection
 
 from monitor import events
+from pvs.models import PV
 from snapshots.codec import (
     KIND_ENUM,
     KIND_FLOAT,
@@ -292,8 +293,6 @@ def _snapshot_id(value: str) -> uuid.UUID:
 def _tagged_pv_ids(tag_ids: Sequence[str]) -> set[str] | None:
     if not tag_ids:
         return None
-    from pvs.models import PV
-
     ids = []
     for tag in tag_ids:
         try:

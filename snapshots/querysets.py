@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 from django.db import models
 
+from tags.models import Tag
+
 
 class SnapshotQuerySet(models.QuerySet):
     """Chainable reads of ``Snapshot``."""
@@ -25,24 +27,13 @@ class SnapshotQuerySet(models.QuerySet):
         """
         if not tag_ids:
             return self
-        from snapshots.models import SnapshotValue
-        from tags.models import Tag
-
+        # SnapshotValue through the relation: models.py imports this module, not the reverse.
+        snapshot_value = self.model._meta.get_field("values").related_model
         tagged_pvs = Tag.pvs.through.objects.filter(tag_id__in=list(tag_ids)).values("pv_id")
-        holding = SnapshotValue.objects.filter(
+        holding = snapshot_value.objects.filter(
             snapshot_id=models.OuterRef("pk"), pv_id__in=tagged_pvs
         )
         return self.filter(models.Exists(holding))
 
     def newest_first(self) -> SnapshotQuerySet:
         return self.order_by("-created_at", "-id")
-
-
-def snapshot_queryset() -> SnapshotQuerySet:
-    """``Snapshot`` rows as a SnapshotQuerySet (until the model declares it as its manager)."""
-    from snapshots.models import Snapshot
-
-    manager_qs = Snapshot.objects.all()
-    if isinstance(manager_qs, SnapshotQuerySet):
-        return manager_qs
-    return SnapshotQuerySet(model=Snapshot)

@@ -22,7 +22,6 @@ from snapshots import services
 from snapshots.capture_views import SnapshotCreateView
 from snapshots.filters import SnapshotFilterSet
 from snapshots.models import Snapshot
-from snapshots.querysets import snapshot_queryset
 from snapshots.serializers import (
     JobCreatedOutSerializer,
     SnapshotCreateSerializer,
@@ -104,7 +103,7 @@ class SnapshotListView(APIView):
             SnapshotListQuerySerializer(data=query_data(request.query_params, "limit", "offset")),
             "query",
         )
-        filterset = SnapshotFilterSet(request.query_params, queryset=snapshot_queryset())
+        filterset = SnapshotFilterSet(request.query_params, queryset=Snapshot.objects.all())
         _valid(_FilterErrors(filterset), "query")
         snapshots = filterset.qs.newest_first()[page["offset"] : page["offset"] + page["limit"]]
         return Response([snapshot_summary_dto(s) for s in snapshots])

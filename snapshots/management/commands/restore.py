@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import getpass
 import threading
+import uuid
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
 from jobs.models import Job
 from snapshots.models import PlanAction, Restore
@@ -41,8 +43,6 @@ def _tag_ids(values: list[str]) -> list[str]:
 
 
 def _is_uuid(value: str) -> bool:
-    import uuid
-
     try:
         uuid.UUID(value)
     except ValueError:
@@ -116,8 +116,6 @@ class Command(BaseCommand):
         failure: list[BaseException] = []
 
         def run() -> None:
-            from django.db import connections
-
             try:
                 restore_run(restore_id=str(restore.pk))
             except BaseException as exc:  # shown below

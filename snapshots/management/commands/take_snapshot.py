@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from jobs.models import Job
 from snapshots import capture, services
+from snapshots.models import Snapshot
 from squirrel.exceptions import SquirrelError
 
 BAR_WIDTH = 40
@@ -90,8 +91,6 @@ class Command(BaseCommand):
             time.sleep(0.25)
 
     def _summary(self, snapshot_id) -> None:
-        from snapshots.models import Snapshot
-
         s = Snapshot.objects.get(pk=snapshot_id)
         self.stdout.write(
             f"snapshot {s.pk} '{s.title}': {s.pv_count} PVs "
