@@ -20,11 +20,10 @@ from pvs.models import PV
 from snapshots.codec import RAW_SIDE, side_from_columns, side_from_entry
 from snapshots.models import PlanAction, RestorePlan, RestorePlanItem, Snapshot, SnapshotValue
 from snapshots.restore.epics import live_entries
-from snapshots.restore.records import Item, copy_rows, json_text
+from snapshots.restore.records import Item, copy_rows, json_text, row_get
 from snapshots.restore.selection import Selection
 from snapshots.services import snapshot_get
 from snapshots.tolerance import within_tolerance
-from squirrel.exceptions import NotFound
 from squirrel.perf import gc_paused
 
 ACTION_NAMES: dict[int, str] = {int(v): str(label) for v, label in PlanAction.choices}
@@ -258,14 +257,7 @@ def restore_plan_create(
 
 
 def restore_plan_get(*, plan_id: Any) -> RestorePlan:
-    try:
-        pid = uuid.UUID(str(plan_id))
-    except ValueError:
-        raise NotFound(f"Restore plan {plan_id} not found") from None
-    plan = RestorePlan.objects.select_related("snapshot").filter(pk=pid).first()
-    if plan is None:
-        raise NotFound(f"Restore plan {plan_id} not found")
-    return plan
+    return row_get(RestorePlan.objects.select_related("snapshot"), plan_id, "Restore plan")
 
 
 def plan_age(plan: RestorePlan) -> float:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
-from django.db.models import Case, Count, IntegerField, Value, When
+from django.db.models import Case, Count, IntegerField, QuerySet, Value, When
 
 from monitor import values
 from snapshots.models import (
@@ -247,15 +247,20 @@ def restore_result(restore: Restore) -> dict[str, Any]:
     }
 
 
-def restore_get(*, restore_id: Any) -> Restore:
+def row_get(queryset: QuerySet, raw_id: Any, label: str) -> Any:
+    """The row of ``queryset`` with id ``raw_id``; NotFound (404) for a malformed id too."""
     try:
-        rid = uuid.UUID(str(restore_id))
+        pk = uuid.UUID(str(raw_id))
     except ValueError:
-        raise NotFound(f"Restore {restore_id} not found") from None
-    restore = Restore.objects.select_related("job").filter(pk=rid).first()
-    if restore is None:
-        raise NotFound(f"Restore {restore_id} not found")
-    return restore
+        raise NotFound(f"{label} {raw_id} not found") from None
+    row = queryset.filter(pk=pk).first()
+    if row is None:
+        raise NotFound(f"{label} {raw_id} not found")
+    return row
+
+
+def restore_get(*, restore_id: Any) -> Restore:
+    return row_get(Restore.objects.select_related("job"), restore_id, "Restore")
 
 
 def plan_items_rows(
