@@ -56,9 +56,14 @@ from rest_framework.test import APIClient  # noqa: E402
 from jobs.models import Job  # noqa: E402
 from monitor import events, sim, values  # noqa: E402
 from pvs.models import PV  # noqa: E402
-from snapshots import restore as services  # noqa: E402
-from snapshots.compare import side_from_columns  # noqa: E402
-from snapshots.models import Snapshot, SnapshotValue, ValueKind, ValueSource  # noqa: E402
+from snapshots.codec import side_from_columns  # noqa: E402
+from snapshots.models import Restore, Snapshot, SnapshotValue, ValueKind, ValueSource  # noqa: E402
+from snapshots.restore.epics import _put_result  # noqa: E402
+from snapshots.restore.plan import restore_plan_create  # noqa: E402
+from snapshots.restore.records import restore_get  # noqa: E402
+from snapshots.restore.request import restore_request  # noqa: E402
+from snapshots.restore.run import restore_run  # noqa: E402
+from snapshots.restore.selection import Selection  # noqa: E402
 
 
 def catalog_make(devices: list[sim.Device]) -> list[PV]:
@@ -129,7 +134,7 @@ async def _bare_put(targets: dict[str, object], timeout: float) -> tuple[float, 
     async with CAClient() as client:
         results = await client.write_many(targets, timeout, wait=True)
     elapsed = time.perf_counter() - started
-    ok = sum(1 for r in results.values() if services._put_result(r).ok)
+    ok = sum(1 for r in results.values() if _put_result(r).ok)
     return elapsed, ok
 
 
@@ -161,7 +166,7 @@ def _initial_values(devices: list[sim.Device]) -> dict[str, object]:
 
 def cache_fill(addresses: list[str]) -> float:
     """Fill the monitor's cache from a direct read (as a running monitor would have it)."""
-    from snapshots.services import direct_read
+    from snapshots.capture import direct_read
 
     entries = direct_read(addresses, timeout=10.0, on_chunk=lambda *_: None)
     client = events.sync_redis()
@@ -175,16 +180,16 @@ def cache_fill(addresses: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def restore_measure(snap: Snapshot, *, inline: bool) -> tuple[float, services.Restore]:
+def restore_measure(snap: Snapshot, *, inline: bool) -> tuple[float, Restore]:
     """POST /v1/snapshots/{id}/restore and wait for the job: (seconds, the Restore).
     ``inline``: run the restore in this process instead of a worker (no queue)."""
     if inline:
         started = time.perf_counter()
-        restore = services.restore_request(
-            snapshot_id=snap.pk, selection=services.Selection(), created_by="bench", enqueue=False
+        restore = restore_request(
+            snapshot_id=snap.pk, selection=Selection(), created_by="bench", enqueue=False
         )
-        services.restore_run(restore_id=str(restore.pk))
-        return time.perf_counter() - started, services.restore_get(restore_id=restore.pk)
+        restore_run(restore_id=str(restore.pk))
+        return time.perf_counter() - started, restore_get(restore_id=restore.pk)
     client = APIClient()
     with override_settings(ANONYMOUS_ACCESS="write"):
         started = time.perf_counter()
@@ -197,7 +202,7 @@ def restore_measure(snap: Snapshot, *, inline: bool) -> tuple[float, services.Re
             break
         time.sleep(0.05)
     elapsed = time.perf_counter() - started
-    return elapsed, services.restore_get(restore_id=body["restoreId"])
+    return elapsed, restore_get(restore_id=body["restoreId"])
 
 
 def _runs(times: list[float]) -> str:
@@ -231,7 +236,7 @@ def main() -> None:
         worker = None if args.inline else Proc(
             "worker",
             [str(Path(sys.executable).with_name("celery")), "-A", "squirrel", "worker",
-             "-I", "snapshots.restore_tasks", "--pool", "solo", "--loglevel", "info",
+             "-I", "snapshots.restore.tasks", "--pool", "solo", "--loglevel", "info",
              "--without-gossip", "--without-mingle", "--without-heartbeat"],
             {**env, "SQUIRREL_LOG_LEVEL": "INFO"},
         )  # fmt: skip
@@ -270,18 +275,14 @@ def main() -> None:
               f"of {_runs(floors)}, {floor / bare:.2f}x the bare put")  # fmt: skip
 
         started = time.perf_counter()
-        plan = services.restore_plan_create(
-            snapshot_id=snap.pk, selection=services.Selection(), created_by="bench"
-        )
+        plan = restore_plan_create(snapshot_id=snap.pk, selection=Selection(), created_by="bench")
         plan_direct = time.perf_counter() - started
         print(f"plan of {plan.total:,} PVs, live values read directly: {plan_direct:.2f} s "
               f"{plan.counts}")  # fmt: skip
         addresses = [d.setpoint for d in devices if d.setpoint]
         cache_fill(addresses)
         started = time.perf_counter()
-        plan = services.restore_plan_create(
-            snapshot_id=snap.pk, selection=services.Selection(), created_by="bench"
-        )
+        plan = restore_plan_create(snapshot_id=snap.pk, selection=Selection(), created_by="bench")
         plan_cached = time.perf_counter() - started
         print(f"plan of {plan.total:,} PVs, live values from the monitor's cache: "
               f"{plan_cached:.2f} s")  # fmt: skip

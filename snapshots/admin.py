@@ -3,7 +3,7 @@
 A snapshot holds ~50K values, so they are never inlined: the change page renders one page
 (``?vpage=N``, ``VALUES_PER_PAGE`` rows, optional ``?vq=`` name filter) through the same
 streaming query as the API. ``SnapshotValue`` has no changelist of its own (a COUNT over
-every snapshot's values would make it slow); the restore audit admin is in restore_admin.
+every snapshot's values would make it slow); the restore audit admin is in restore/admin.py.
 """
 
 from __future__ import annotations
@@ -13,18 +13,19 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.shortcuts import redirect, render
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from snapshots import (
-    restore_admin,  # noqa: F401  (registers the restore audit models)
-    storage,
-)
+from snapshots import services
 from snapshots.models import Snapshot, SnapshotValue
-from snapshots.querysets import snapshot_value_rows
+from snapshots.restore import admin as restore_admin  # noqa: F401  (registers the audit models)
 from snapshots.serializers import value_row_dto
+from snapshots.storage import snapshot_value_rows
 
 VALUES_PER_PAGE = 100
 
@@ -85,25 +86,17 @@ class SnapshotAdmin(admin.ModelAdmin):
     change_list_template = "admin/snapshots/snapshot/change_list.html"
 
     def get_urls(self) -> list[Any]:
-        from django.urls import path
-
         take = self.admin_site.admin_view(self.take_snapshot_view)
         return [path("take/", take, name="snapshots_snapshot_take"), *super().get_urls()]
 
     def take_snapshot_view(self, request: HttpRequest) -> Any:
         """Capture a snapshot of the whole catalog as a job; then show the job's progress."""
-        from django.core.exceptions import PermissionDenied
-        from django.shortcuts import redirect, render
-        from django.urls import reverse
-
-        from snapshots.services import snapshot_create_enqueue
-
         if not request.user.has_perm("snapshots.view_snapshot"):
             raise PermissionDenied
         if request.method == "POST":
             title = (request.POST.get("title") or "").strip()[:255]
             if title:
-                job = snapshot_create_enqueue(
+                job = services.snapshot_create_enqueue(
                     title=title,
                     description=request.POST.get("comment") or None,
                     use_cache=True,
@@ -133,11 +126,11 @@ class SnapshotAdmin(admin.ModelAdmin):
     def delete_with_values(self, request: HttpRequest, queryset: QuerySet[Snapshot]) -> None:
         ids = list(queryset.values_list("pk", flat=True))
         for snapshot_id in ids:
-            storage.snapshot_delete(snapshot_id=str(snapshot_id))
+            services.snapshot_delete(snapshot_id=str(snapshot_id))
         self.message_user(request, f"Deleted {len(ids)} snapshot(s).", messages.SUCCESS)
 
     def save_model(self, request: HttpRequest, obj: Snapshot, form: Any, change: bool) -> None:
-        storage.snapshot_update(
+        services.snapshot_update(
             snapshot_id=str(obj.pk), title=obj.title, description=obj.description or ""
         )
 

@@ -17,7 +17,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from snapshots import compare, services
+from snapshots import capture, compare, export, services
+from snapshots.codec import QUALITIES
 from snapshots.serializers import (
     ComparisonOutSerializer,
     SnapshotExportOutSerializer,
@@ -78,7 +79,7 @@ class SnapshotCreateView(APIView):
         description = _description(request.data)
         title = request.data.get("title")  # checked by the service (snapshot_title_clean)
         if not run_async:
-            snapshot = services.snapshot_capture(
+            snapshot = capture.snapshot_capture(
                 title=title,
                 description=description,
                 use_cache=use_cache,
@@ -103,7 +104,7 @@ COMPARE_PARAMETERS = [
         "tags", OpenApiTypes.UUID, many=True, description="PVs currently tagged with any"
     ),
     OpenApiParameter(
-        "quality", str, many=True, enum=compare.QUALITIES, description="either side's quality"
+        "quality", str, many=True, enum=QUALITIES, description="either side's quality"
     ),
 ]
 
@@ -111,10 +112,10 @@ COMPARE_PARAMETERS = [
 def compare_filters(request: Request) -> compare.CompareFilters:
     """onlyDifferent (default true), repeated ``tags``, repeated ``quality``."""
     qualities = tuple(request.query_params.getlist("quality"))
-    bad = [q for q in qualities if q not in compare.QUALITIES]
+    bad = [q for q in qualities if q not in QUALITIES]
     if bad:
         raise Invalid(
-            f"Validation error: quality: must be one of {', '.join(compare.QUALITIES)}",
+            f"Validation error: quality: must be one of {', '.join(QUALITIES)}",
             [{"loc": ["query", "quality"], "msg": f"Unknown quality {bad[0]!r}", "type": "enum"}],
         )
     return compare.CompareFilters(
@@ -171,7 +172,7 @@ class SnapshotExportView(APIView):
     content_negotiation_class = _IgnoreFormatParam  # the file itself bypasses the renderer
 
     @extend_schema(
-        parameters=[OpenApiParameter("format", str, enum=services.EXPORT_FORMATS)],
+        parameters=[OpenApiParameter("format", str, enum=export.EXPORT_FORMATS)],
         responses={
             (200, "application/json"): SnapshotExportOutSerializer,
             (200, "text/csv"): OpenApiTypes.STR,
@@ -180,14 +181,14 @@ class SnapshotExportView(APIView):
     )
     def get(self, request: Request, snapshot_id: str) -> StreamingHttpResponse:
         fmt = (request.query_params.get("format") or "json").lower()
-        if fmt not in services.EXPORT_FORMATS:
+        if fmt not in export.EXPORT_FORMATS:
             raise Invalid(
                 "Validation error: format: must be csv or json",
                 [{"loc": ["query", "format"], "msg": "Must be csv or json", "type": "enum"}],
             )
         snapshot = services.snapshot_get(snapshot_id=snapshot_id)
-        chunks = services.snapshot_export(snapshot=snapshot, fmt=fmt)
-        response = StreamingHttpResponse(chunks, content_type=services.EXPORT_CONTENT_TYPES[fmt])
-        filename = services.snapshot_export_filename(snapshot=snapshot, fmt=fmt)
+        chunks = export.snapshot_export(snapshot=snapshot, fmt=fmt)
+        response = StreamingHttpResponse(chunks, content_type=export.EXPORT_CONTENT_TYPES[fmt])
+        filename = export.snapshot_export_filename(snapshot=snapshot, fmt=fmt)
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response

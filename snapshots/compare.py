@@ -1,244 +1,39 @@
 """Comparison of snapshots with each other and with the live machine (contract §6.1).
 
-``within_tolerance`` is THE tolerance rule; restore and every other comparison import it.
+The tolerance rule is ``snapshots.tolerance``; stored sides are decoded by ``snapshots.codec``.
 Rows are read straight from the typed columns (no model instances) so that 50K × 50K stays
 well inside a second and a half.
 """
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import numpy as np
 from django.db import connection
 
-from monitor import events, values
-from snapshots.models import Snapshot, ValueKind, ValueSource
-from snapshots.storage import side_wire_value
+from monitor import events
+from pvs.models import PV
+from snapshots.codec import (
+    KIND_ENUM,
+    KIND_FLOAT,
+    KIND_INT,
+    KIND_STRING,
+    RawSide,
+    Side,
+    absent_sql,
+    select_raw,
+    side_from_columns,
+    side_from_entry,
+)
+from snapshots.models import Snapshot
+from snapshots.tolerance import array_compare, is_array, within_tolerance
 from squirrel.exceptions import NotFound
 from squirrel.perf import gc_paused
 
-# Quality of one captured side (setpoint or readback), as the completeness counts name it.
-QUALITY_LIVE = "live"  # from the cache, fresh and connected
-QUALITY_REREAD = "reread"  # read directly over Channel Access
-QUALITY_STALE = "stale"  # a value kept although it may be old (read failed, or disconnected)
-QUALITY_FAILED = "failed"  # no value at all
-QUALITIES = (QUALITY_LIVE, QUALITY_REREAD, QUALITY_STALE, QUALITY_FAILED)
-
 LIVE = "live"
-
-
-def _as_float(value: Any) -> float | None:
-    """The value as a float when the contract's rule converts it (numbers, bools, numeric
-    strings), else None."""
-    if isinstance(value, bool | int | float | np.integer | np.floating):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
-_ARRAY_TYPES = (list, tuple, np.ndarray)
-
-
-def _is_array(value: Any) -> bool:
-    return isinstance(value, _ARRAY_TYPES)
-
-
-@dataclass(frozen=True, slots=True)
-class ArrayDiff:
-    """Element-wise comparison of two arrays."""
-
-    within: bool
-    differing: int
-    max_abs_delta: float | None
-
-
-def array_compare(v1: Sequence[Any], v2: Sequence[Any], *, abs_tol: float, rel_tol: float):
-    """Compare two arrays element by element with the scalar rule.
-
-    Elements beyond the shorter length all count as differing. Numeric arrays are compared
-    with numpy; null elements (stored NaN) match each other and nothing else.
-    """
-    n1, n2 = len(v1), len(v2)
-    n = min(n1, n2)
-    extra = abs(n1 - n2)
-    a = _numeric_array(v1[:n] if not isinstance(v1, np.ndarray) else v1[:n])
-    b = _numeric_array(v2[:n] if not isinstance(v2, np.ndarray) else v2[:n])
-    if a is None or b is None:
-        differing = sum(
-            1
-            for x, y in zip(v1[:n], v2[:n], strict=True)
-            if not within_tolerance(x, y, abs_tol=abs_tol, rel_tol=rel_tol)
-        )
-        return ArrayDiff(within=differing == 0 and extra == 0, differing=differing + extra,
-                         max_abs_delta=None)  # fmt: skip
-    delta = np.abs(a - b)
-    both_null = np.isnan(a) & np.isnan(b)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ok = delta <= abs_tol
-        if rel_tol > 0:
-            ok |= (a != 0) & (delta / np.abs(a) <= rel_tol)
-    ok |= both_null
-    differing = int(n - int(np.count_nonzero(ok))) + extra
-    finite = delta[np.isfinite(delta)]
-    max_delta = float(finite.max()) if finite.size else None
-    return ArrayDiff(within=differing == 0, differing=differing, max_abs_delta=max_delta)
-
-
-def _numeric_array(seq: Any) -> np.ndarray | None:
-    if isinstance(seq, np.ndarray) and seq.dtype.kind in "fiub":
-        return seq.astype(float, copy=False)
-    out = np.empty(len(seq), dtype=float)
-    for i, item in enumerate(seq):
-        if item is None:
-            out[i] = math.nan
-        elif isinstance(item, bool | int | float):
-            out[i] = item
-        else:
-            return None
-    return out
-
-
-def within_tolerance(v1: Any, v2: Any, *, abs_tol: float = 0.0, rel_tol: float = 0.0) -> bool:
-    """THE tolerance rule (contract §6.1), base = ``v1`` (snapshot 1, or the saved value).
-
-    1. Both null: match; exactly one null: mismatch.
-    2. Two strings (enum labels included): exact equality.
-    3. Arrays: element-wise with this rule, equal lengths required.
-    4. Both convert to float (numbers, bools, numeric strings): ``d = |f1 - f2|`` matches
-       when ``d <= abs_tol``, or when ``rel_tol > 0``, ``f1 != 0`` and ``d/|f1| <= rel_tol``.
-       NaN never matches.
-    5. Otherwise plain equality.
-    """
-    t1, t2 = type(v1), type(v2)
-    if t1 is float and t2 is float:  # the common case, first
-        d = abs(v1 - v2)
-        if d <= abs_tol:
-            return True
-        return rel_tol > 0 and v1 != 0 and d / abs(v1) <= rel_tol
-    if v1 is None or v2 is None:
-        return v1 is None and v2 is None
-    if t1 is str and t2 is str:
-        return v1 == v2
-    if _is_array(v1) or _is_array(v2):
-        if not (_is_array(v1) and _is_array(v2)):
-            return False
-        return array_compare(v1, v2, abs_tol=abs_tol, rel_tol=rel_tol).within
-    f1, f2 = _as_float(v1), _as_float(v2)
-    if f1 is not None and f2 is not None:
-        d = abs(f1 - f2)
-        if d <= abs_tol:
-            return True
-        return rel_tol > 0 and f1 != 0 and d / abs(f1) <= rel_tol
-    return v1 == v2
-
-
-# --- Reading captured sides from the typed columns -------------------------------------------
-
-# Plain ints: comparing with IntegerChoices members is measurably slower at 100K sides.
-_FLOAT, _INT, _STRING, _ENUM = (
-    int(ValueKind.FLOAT),
-    int(ValueKind.INT),
-    int(ValueKind.STRING),
-    int(ValueKind.ENUM),
-)
-_FLOAT_ARRAY, _INT_ARRAY, _STRING_ARRAY = (
-    int(ValueKind.FLOAT_ARRAY),
-    int(ValueKind.INT_ARRAY),
-    int(ValueKind.STRING_ARRAY),
-)
-_DIRECT = int(ValueSource.DIRECT)
-_NUMERIC_ARRAYS = (_FLOAT_ARRAY, _INT_ARRAY)
-
-
-@dataclass(slots=True)
-class Side:
-    """One captured side of a row: the wire value, the value compared, and its quality."""
-
-    wire: Any  # as on the wire: enum index, lists for arrays
-    comparable: Any  # as compared: enum label, numpy array for numeric arrays
-    label: str | None
-    quality: str | None  # None when nothing was captured for this side (no address)
-
-
-def side_from_columns(
-    kind: int | None,
-    num: float | None,
-    text: str | None,
-    array: list[float] | None,
-    source: int | None,
-    connected: bool | None,
-    error: str | None,
-) -> Side | None:
-    """A side as stored (ValueKind mapping of snapshots.models), or None when absent.
-
-    Quality: ``failed`` without a value (a NaN/Inf value read fine is not a failure),
-    ``stale`` when a value was kept although the PV was disconnected or its re-read failed,
-    else ``reread`` (direct) or ``live`` (cache).
-    """
-    if kind is None and source is None and error is None:
-        return None
-    wire = side_wire_value(kind, num, text, array)
-    label = None
-    comparable: Any
-    if kind == _ENUM:
-        label = text
-        comparable = text if text is not None else wire
-    elif kind == _INT:
-        comparable = num
-    elif kind in _NUMERIC_ARRAYS:
-        comparable = (
-            None
-            if array is None
-            else np.array([math.nan if x is None else x for x in array], dtype=float)
-        )
-    else:
-        comparable = wire
-    if wire is None and error != values.NON_FINITE:
-        quality = QUALITY_FAILED
-    elif connected is False or (error and error != values.NON_FINITE):
-        quality = QUALITY_STALE
-    elif source == _DIRECT:
-        quality = QUALITY_REREAD
-    else:
-        quality = QUALITY_LIVE
-    return Side(wire, comparable, label, quality)
-
-
-def side_from_entry(entry: values.Entry | None) -> Side | None:
-    """A live cache entry as a side (enum: value is the label, ``index`` the index)."""
-    if entry is None:
-        return Side(wire=None, comparable=None, label=None, quality=QUALITY_FAILED)
-    value = entry.get("value")
-    if type(value) is float and value - value == 0.0 and entry.get("connected"):
-        return Side(wire=value, comparable=value, label=None, quality=QUALITY_LIVE)  # most PVs
-    value = values.clean(entry).get("value")
-    connected = bool(entry.get("connected"))
-    if not connected:
-        value = None
-    label = None
-    wire = value
-    comparable: Any = value
-    if entry.get("index") is not None and isinstance(value, str):
-        label, wire = value, entry["index"]
-    elif isinstance(value, list) and all(
-        x is None or isinstance(x, int | float) and not isinstance(x, bool) for x in value
-    ):
-        comparable = np.array([math.nan if x is None else x for x in value], dtype=float)
-    quality = QUALITY_FAILED if value is None else QUALITY_LIVE
-    return Side(wire=wire, comparable=comparable, label=label, quality=quality)
-
-
-# A stored side before decoding: (kind, num, text, array, source, connected, error).
-RawSide = tuple[Any, ...]
 
 
 class Row(NamedTuple):
@@ -265,16 +60,14 @@ def _decoded(side: Side | RawSide | None) -> Side | None:
     return side  # type: ignore[return-value]
 
 
-_ROWS_SQL = """
-SELECT sv.pv_id::text, sv.pv_name, sv.setpoint_address, sv.readback_address,
-       COALESCE(pv.abs_tolerance, 0), COALESCE(pv.rel_tolerance, 0),
-       sv.sp_kind, sv.sp_num, sv.sp_text, sv.sp_array, sv.sp_source, sv.sp_connected, sv.sp_error,
-       sv.rb_kind, sv.rb_num, sv.rb_text, sv.rb_array, sv.rb_source, sv.rb_connected, sv.rb_error,
-       sv.sp_kind IS NULL AND sv.sp_source IS NULL AND sv.sp_error IS NULL,
-       sv.rb_kind IS NULL AND sv.rb_source IS NULL AND sv.rb_error IS NULL
-FROM snapshot_value sv LEFT JOIN pv ON pv.id = sv.pv_id
-WHERE sv.snapshot_id = %s
-"""
+_ROWS_SQL = (
+    "SELECT sv.pv_id::text, sv.pv_name, sv.setpoint_address, sv.readback_address,"
+    " COALESCE(pv.abs_tolerance, 0), COALESCE(pv.rel_tolerance, 0), "
+    + ", ".join([select_raw("sp"), select_raw("rb"), absent_sql("sp"), absent_sql("rb")])
+    + " FROM snapshot_value sv LEFT JOIN pv ON pv.id = sv.pv_id WHERE sv.snapshot_id = %s"
+)
+"""Row: pv_id, pv_name, addresses, tolerances, the setpoint and readback sides (``RAW_SIDE``
+columns each), then whether each side is absent."""
 
 
 def snapshot_rows(*, snapshot_id: uuid.UUID) -> list[Row]:
@@ -303,7 +96,8 @@ def snapshot_rows(*, snapshot_id: uuid.UUID) -> list[Row]:
 def _fast_within(x1: Any, x2: Any, abs_tol: float, rel_tol: float) -> bool | None:
     """The rule for two stored sides of the same plain kind without decoding them (the
     common case: numbers, enum labels, strings, no error); None when the full path must
-    decide (other kinds, errors, absent values)."""
+    decide (other kinds, errors, absent values). Indexes the ``codec.RAW_SIDE`` layout in
+    place: 0 kind, 1 num, 2 text, 6 error."""
     if x1 is None and x2 is None:
         return True
     if type(x1) is not tuple or type(x2) is not tuple:
@@ -311,13 +105,13 @@ def _fast_within(x1: Any, x2: Any, abs_tol: float, rel_tol: float) -> bool | Non
     kind = x1[0]
     if kind != x2[0] or x1[6] is not None or x2[6] is not None:
         return None
-    if kind in (_FLOAT, _INT):
+    if kind in (KIND_FLOAT, KIND_INT):
         n1, n2 = x1[1], x2[1]
         if n1 is None or n2 is None:
             return None
         d = abs(n1 - n2)
         return d <= abs_tol or (rel_tol > 0 and n1 != 0 and d / abs(n1) <= rel_tol)
-    if kind in (_ENUM, _STRING):
+    if kind in (KIND_ENUM, KIND_STRING):
         t1, t2 = x1[2], x2[2]
         if t1 is None or t2 is None:
             return None
@@ -389,7 +183,7 @@ def _side_detail(
         detail["withinTolerance"] = d <= abs_tol or (
             rel_tol > 0 and c1 != 0 and d / abs(c1) <= rel_tol
         )
-    elif _is_array(c1) and _is_array(c2):
+    elif is_array(c1) and is_array(c2):
         diff = array_compare(c1, c2, abs_tol=abs_tol, rel_tol=rel_tol)
         detail["withinTolerance"] = diff.within
         detail["differingElements"] = diff.differing
@@ -499,8 +293,6 @@ def _snapshot_id(value: str) -> uuid.UUID:
 def _tagged_pv_ids(tag_ids: Sequence[str]) -> set[str] | None:
     if not tag_ids:
         return None
-    from pvs.models import PV
-
     ids = []
     for tag in tag_ids:
         try:

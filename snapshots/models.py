@@ -315,7 +315,7 @@ class RestoreOutcome(models.Model):
     """What one restore did to one PV; written with COPY, a chunk at a time."""
 
     id = models.BigAutoField(primary_key=True)
-    # No database constraint (BULK_CHILD): the writer (restore._outcomes_write) holds the
+    # No database constraint (BULK_CHILD): the writer (restore.records.outcomes_write) holds the
     # restore row FOR KEY SHARE -- one lock per chunk instead of one check per row.
     # No index of its own: ix_restore_outcome (restore, outcome) serves restore lookups.
     restore = models.ForeignKey(

@@ -1,7 +1,7 @@
 """Request and response shapes of the snapshot read API (contract §2.2, §2.4). Never writes.
 
 ``snapshot_summary_dto`` is THE SnapshotSummaryDTO (list, PUT, sync create); ``value_row_json``
-encodes one PVValueDTO straight from a ``snapshots.querysets.snapshot_value_rows`` row to JSON
+encodes one PVValueDTO straight from a ``snapshots.storage.snapshot_value_rows`` row to JSON
 text, so a 50K-value snapshot streams without 50K dicts held at once.
 """
 
@@ -13,9 +13,8 @@ from typing import Any
 import orjson
 from rest_framework import serializers
 
-from snapshots.models import Outcome, PlanAction, Restore, Snapshot, ValueKind, ValueSource
-from snapshots.querysets import SIDE_WIDTH
-from snapshots.storage import side_wire_value
+from snapshots.codec import DISPLAY_WIDTH, KIND_ENUM, KIND_FLOAT, SOURCE_NAMES, side_wire_value
+from snapshots.models import Outcome, PlanAction, Restore, Snapshot
 from squirrel.api import MAX_QUERY_INT
 
 LIST_DEFAULT_LIMIT = 100
@@ -48,14 +47,10 @@ def iso_utc(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, tz=UTC).isoformat()
 
 
-# snapshots.models.ValueKind members as plain ints for the hot path
-_FLOAT, _ENUM = int(ValueKind.FLOAT), int(ValueKind.ENUM)
-SOURCE_NAMES = {int(ValueSource.CACHE): "cache", int(ValueSource.DIRECT): "direct"}
-
-
 def epics_value_dto(row: tuple[Any, ...], at: int) -> dict[str, Any] | None:
-    """EpicsValueDTO of the side stored at ``row[at:at + SIDE_WIDTH]`` (None when nothing
-    was captured for it). Indexes the row in place: this runs 100K times per 50K snapshot.
+    """EpicsValueDTO of the side stored at ``row[at:at + DISPLAY_WIDTH]`` (None when nothing
+    was captured for it). Indexes the row in place (``codec.SIDE_READ`` then
+    ``codec.DISPLAY_META``): this runs 100K times per 50K snapshot.
 
     Contract keys: value (an enum's integer index, as CA returns it), status, severity,
     timestamp, units, precision, upper_ctrl_limit, lower_ctrl_limit. Extra keys: ``label``
@@ -69,8 +64,10 @@ def epics_value_dto(row: tuple[Any, ...], at: int) -> dict[str, Any] | None:
         return None
     ts = row[at + 6]
     return {
-        "value": row[at + 1] if kind == _FLOAT else side_wire_value(kind, *row[at + 1 : at + 4]),
-        "label": row[at + 2] if kind == _ENUM else None,
+        "value": (
+            row[at + 1] if kind == KIND_FLOAT else side_wire_value(kind, *row[at + 1 : at + 4])
+        ),
+        "label": row[at + 2] if kind == KIND_ENUM else None,
         "status": row[at + 4],
         "severity": row[at + 5],
         "timestamp": None if ts is None else datetime.fromtimestamp(ts, UTC),
@@ -86,8 +83,8 @@ def epics_value_dto(row: tuple[Any, ...], at: int) -> dict[str, Any] | None:
 
 
 _SP = 4
-_RB = _SP + SIDE_WIDTH
-_TAGS = _RB + SIDE_WIDTH
+_RB = _SP + DISPLAY_WIDTH
+_TAGS = _RB + DISPLAY_WIDTH
 
 
 def value_row_dto(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -273,7 +270,7 @@ class SnapshotExportOutSerializer(serializers.Serializer):
     pvValues = serializers.ListField(child=serializers.DictField())
 
 
-# --- restores: request and response shapes, for the schema only (restore_views builds them) ---
+# --- restores: request and response shapes, for the schema only (restore/views.py builds them)
 
 ACTION_CHOICES = [str(label) for _, label in PlanAction.choices]
 OUTCOME_CHOICES = [str(label) for _, label in Outcome.choices]

@@ -1,4 +1,4 @@
-"""Celery tasks of the snapshots app: thin wrappers around snapshots.services."""
+"""Celery tasks of the snapshots app: thin wrappers around the capture and restore services."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from jobs.services import job_run
-from snapshots import services
+from snapshots import capture
+from snapshots.services import SNAPSHOT_CAPTURE_TASK
 
 # Worth another attempt: the broker, cache or database went away for a moment.
 RETRYABLE: tuple[type[Exception], ...] = (
@@ -22,6 +23,7 @@ MAX_RETRIES = 2
 
 
 @shared_task(
+    name=SNAPSHOT_CAPTURE_TASK,
     bind=True,
     autoretry_for=RETRYABLE,
     max_retries=MAX_RETRIES,
@@ -38,10 +40,10 @@ def snapshot_capture_task(self, job_id: str) -> str | None:
     def will_retry(exc: Exception) -> bool:
         return isinstance(exc, RETRYABLE) and self.request.retries < self.max_retries
 
-    outcome = job_run(job_id=job_id, work=services.snapshot_capture_job, will_retry=will_retry)
+    outcome = job_run(job_id=job_id, work=capture.snapshot_capture_job, will_retry=will_retry)
     return outcome.result_id if outcome else None
 
 
 # Restore tasks live beside their services; imported here so the worker's autodiscovery
 # (which looks for ``<app>.tasks``) registers them.
-from snapshots.restore_tasks import restore_run_task  # noqa: E402, F401
+from snapshots.restore.tasks import restore_run_task  # noqa: E402, F401

@@ -7,12 +7,13 @@ marked spot.
 
 from django.urls import path
 
-from snapshots import restore_views, views
+from snapshots import views
 from snapshots.capture_views import (
     SnapshotCompareLiveView,
     SnapshotCompareView,
     SnapshotExportView,
 )
+from snapshots.restore import views as restore_views
 
 app_name = "snapshots"
 

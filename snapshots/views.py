@@ -18,11 +18,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from snapshots import services, storage
+from snapshots import services
 from snapshots.capture_views import SnapshotCreateView
 from snapshots.filters import SnapshotFilterSet
 from snapshots.models import Snapshot
-from snapshots.querysets import snapshot_queryset, snapshot_value_rows
 from snapshots.serializers import (
     JobCreatedOutSerializer,
     SnapshotCreateSerializer,
@@ -35,6 +34,7 @@ from snapshots.serializers import (
     snapshot_summary_dto,
     value_row_json,
 )
+from snapshots.storage import snapshot_value_rows
 from squirrel.api import stream_json
 from squirrel.exceptions import Invalid
 
@@ -103,7 +103,7 @@ class SnapshotListView(APIView):
             SnapshotListQuerySerializer(data=query_data(request.query_params, "limit", "offset")),
             "query",
         )
-        filterset = SnapshotFilterSet(request.query_params, queryset=snapshot_queryset())
+        filterset = SnapshotFilterSet(request.query_params, queryset=Snapshot.objects.all())
         _valid(_FilterErrors(filterset), "query")
         snapshots = filterset.qs.newest_first()[page["offset"] : page["offset"] + page["limit"]]
         return Response([snapshot_summary_dto(s) for s in snapshots])
@@ -149,7 +149,7 @@ class SnapshotDetailView(APIView):
     def put(self, request: Request, snapshot_id: str) -> Response:
         serializer = SnapshotUpdateSerializer(data=_body(request))
         _valid(serializer)
-        snapshot = storage.snapshot_update(snapshot_id=snapshot_id, **serializer.to_service())
+        snapshot = services.snapshot_update(snapshot_id=snapshot_id, **serializer.to_service())
         return Response(snapshot_summary_dto(snapshot))
 
     @extend_schema(
@@ -157,5 +157,5 @@ class SnapshotDetailView(APIView):
         responses={200: OpenApiTypes.BOOL},  # the contract answers 200 true, never 204
     )
     def delete(self, request: Request, snapshot_id: str) -> Response:
-        storage.snapshot_delete(snapshot_id=snapshot_id)  # ``deleteData`` is ignored
+        services.snapshot_delete(snapshot_id=snapshot_id)  # ``deleteData`` is ignored
         return Response(True)

@@ -12,7 +12,7 @@ from jobs import services as jobs
 from jobs.models import Job
 from monitor import events, values
 from pvs.models import PV
-from snapshots import services
+from snapshots import capture, services
 from snapshots.models import Snapshot, SnapshotValue, ValueKind, ValueSource
 from squirrel.exceptions import Invalid
 
@@ -66,7 +66,7 @@ def _values(snapshot: Snapshot) -> dict[str, SnapshotValue]:
 
 def test_all_fresh_from_cache(catalog, redis_client):
     _cache(redis_client, _all_fresh())
-    snap = services.snapshot_capture(
+    snap = capture.snapshot_capture(
         title="  Cache  ", description="c", use_cache=True, created_by=None
     )
     assert snap.title == "Cache"
@@ -93,7 +93,7 @@ def test_nan_is_stored_as_null_with_quality(catalog, redis_client):
     entries["C:A:SP"] = _fresh(float("nan"))
     entries["C:WAVE:SP"] = _fresh([1.0, float("inf"), 2.0])
     _cache(redis_client, entries)
-    snap = services.snapshot_capture(title="nan", description=None, use_cache=True, created_by=None)
+    snap = capture.snapshot_capture(title="nan", description=None, use_cache=True, created_by=None)
     rows = _values(snap)
     a = rows["C:A:SP"]
     assert a.sp_num is None and a.sp_error == values.NON_FINITE
@@ -115,7 +115,7 @@ def test_stale_missing_disconnected_are_reread_or_marked(
     entries["C:RO:RBV"] = {**_fresh(3.0), "error": values.DISCONNECTED}
     _cache(redis_client, entries)
     started = time.monotonic()
-    snap = services.snapshot_capture(title="t", description=None, use_cache=True, created_by=None)
+    snap = capture.snapshot_capture(title="t", description=None, use_cache=True, created_by=None)
     # Nobody answers on this network: the direct reads fail within the per-PV timeout.
     assert time.monotonic() - started < 10
     assert (snap.live_count, snap.reread_count) == (3, 0)
@@ -139,7 +139,7 @@ def test_stale_missing_disconnected_are_reread_or_marked(
 def test_use_cache_false_reads_everything_directly(catalog, redis_client, settings, quiet_epics):
     settings.EPICS_TIMEOUT = 0.3
     _cache(redis_client, _all_fresh())
-    snap = services.snapshot_capture(title="d", description=None, use_cache=False, created_by=None)
+    snap = capture.snapshot_capture(title="d", description=None, use_cache=False, created_by=None)
     # Nothing answers and the cache is not consulted: every value failed.
     assert (snap.live_count, snap.stale_count, snap.failed_count) == (0, 0, 7)
     rows = _values(snap)
@@ -150,12 +150,12 @@ def test_use_cache_false_reads_everything_directly(catalog, redis_client, settin
 def test_title_is_validated(catalog):
     for bad in (None, "", "   ", 5, "x" * 256, "a\x00b"):
         with pytest.raises(Invalid):
-            services.snapshot_capture(title=bad, description=None, use_cache=True, created_by=None)
+            capture.snapshot_capture(title=bad, description=None, use_cache=True, created_by=None)
     assert Snapshot.objects.count() == 0
 
 
 def test_empty_catalog_gives_empty_snapshot(db, redis_client):
-    snap = services.snapshot_capture(title="e", description=None, use_cache=True, created_by=None)
+    snap = capture.snapshot_capture(title="e", description=None, use_cache=True, created_by=None)
     assert snap.pv_count == 0 and SnapshotValue.objects.filter(snapshot=snap).count() == 0
 
 
@@ -164,7 +164,7 @@ def test_job_is_completed_in_the_same_transaction_and_never_twice(catalog, redis
     job = jobs.job_create(type=Job.Type.SNAPSHOT_CREATE, job_data={"title": "j", "use_cache": True})
     jobs.job_start(job_id=job.pk)
     seen: list[tuple[int, str | None]] = []
-    snap = services.snapshot_capture(
+    snap = capture.snapshot_capture(
         title="j",
         description=None,
         use_cache=True,
@@ -178,7 +178,7 @@ def test_job_is_completed_in_the_same_transaction_and_never_twice(catalog, redis
     assert [p for p, _ in seen] == sorted(p for p, _ in seen)
     assert len(seen) >= 4
     # A retry after the commit returns the same snapshot and writes nothing.
-    again = services.snapshot_capture(
+    again = capture.snapshot_capture(
         title="j", description=None, use_cache=True, created_by=None, job_id=str(job.pk)
     )
     assert again.pk == snap.pk and Snapshot.objects.count() == 1
@@ -195,7 +195,7 @@ def test_failed_write_leaves_nothing(catalog, redis_client):
             "ALTER TABLE snapshot_value ADD CONSTRAINT t_no_long CHECK (pv_name <> 'C:LONG')"
         )
     with pytest.raises(Exception, match="t_no_long"):
-        services.snapshot_capture(
+        capture.snapshot_capture(
             title="x", description=None, use_cache=True, created_by=None, job_id=str(job.pk)
         )
     assert Snapshot.objects.count() == 0
@@ -216,7 +216,7 @@ def test_job_wrapper_runs_capture(catalog, redis_client):
         "use_cache": True,
     }
     outcome = jobs.job_run(
-        job_id=str(job.pk), work=services.snapshot_capture_job, will_retry=lambda exc: False
+        job_id=str(job.pk), work=capture.snapshot_capture_job, will_retry=lambda exc: False
     )
     job.refresh_from_db()
     assert job.status == Job.Status.COMPLETED and job.result_id == outcome.result_id
@@ -246,23 +246,23 @@ def test_a_live_monitor_vouches_for_old_unchanged_values(
     _cache(redis_client, entries)
     # The monitor's heartbeat is fresh: its subscription keeps the old value current.
     redis_client.set(events.heartbeat_key(), str(time.time()))
-    snap = services.snapshot_capture(title="v", description=None, use_cache=True, created_by=None)
+    snap = capture.snapshot_capture(title="v", description=None, use_cache=True, created_by=None)
     assert (snap.live_count, snap.stale_count) == (7, 0)
     row = SnapshotValue.objects.get(snapshot=snap, pv_name="C:A:SP")
     assert row.sp_num == 2.0 and row.sp_source == ValueSource.CACHE and row.sp_age < 60
     # A dead monitor (old heartbeat, or one shard's heartbeat old) vouches for nothing.
     redis_client.set(events.heartbeat_key(1), str(time.time() - 3600))
-    snap = services.snapshot_capture(title="w", description=None, use_cache=True, created_by=None)
+    snap = capture.snapshot_capture(title="w", description=None, use_cache=True, created_by=None)
     assert (snap.live_count, snap.stale_count) == (6, 1)
 
 
 def test_monitor_vouched_at(redis_client):
     now = time.time()
-    assert services.monitor_vouched_at(now=now) is None
+    assert capture.monitor_vouched_at(now=now) is None
     redis_client.set(events.heartbeat_key(), str(now - 1))
-    assert services.monitor_vouched_at(now=now) == pytest.approx(now - 1)
+    assert capture.monitor_vouched_at(now=now) == pytest.approx(now - 1)
     redis_client.set(events.heartbeat_key(2), "garbage")
-    assert services.monitor_vouched_at(now=now) is None
+    assert capture.monitor_vouched_at(now=now) is None
 
 
 def test_a_broker_that_refuses_the_task_fails_the_job(db):

@@ -9,9 +9,10 @@ import pytest
 
 from monitor import events, values
 from pvs.models import PV
-from snapshots import compare
-from snapshots.compare import CompareFilters, within_tolerance
+from snapshots import compare, tolerance
+from snapshots.compare import CompareFilters
 from snapshots.models import Snapshot, SnapshotValue, ValueKind, ValueSource
+from snapshots.tolerance import within_tolerance
 from squirrel.exceptions import NotFound
 from tags.models import Tag, TagGroup
 
@@ -56,9 +57,9 @@ def test_arrays_compare_element_wise():
     assert within_tolerance([None, 1.0], [None, 1.0])  # null elements match each other
     assert within_tolerance(["a", "b"], ["a", "b"])
     assert not within_tolerance(["a", "b"], ["a", "c"])
-    diff = compare.array_compare([1.0, 2.0, 3.0, 4.0], [1.0, 2.5, 3.0], abs_tol=0, rel_tol=0)
+    diff = tolerance.array_compare([1.0, 2.0, 3.0, 4.0], [1.0, 2.5, 3.0], abs_tol=0, rel_tol=0)
     assert (diff.within, diff.differing, diff.max_abs_delta) == (False, 2, 0.5)
-    diff = compare.array_compare([100.0, 200.0], [101.0, 203.0], abs_tol=0, rel_tol=0.01)
+    diff = tolerance.array_compare([100.0, 200.0], [101.0, 203.0], abs_tol=0, rel_tol=0.01)
     assert (diff.within, diff.differing, diff.max_abs_delta) == (False, 1, 3.0)
 
 

@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 
 from monitor import events, values
 from pvs.models import PV
-from snapshots import services
+from snapshots import capture, export
 from tests.conftest import error
 
 pytestmark = [pytest.mark.django_db]
@@ -43,7 +43,7 @@ def snapshot(db, redis_client):
         "X:RO:RBV": {**base, "value": 42},
     }  # fmt: skip
     redis_client.hset(events.values_hash(), mapping={k: values.pack(v) for k, v in entries.items()})
-    return services.snapshot_capture(
+    return capture.snapshot_capture(
         title="Export me", description="for export", use_cache=True, created_by=None
     )
 
@@ -103,7 +103,7 @@ def _cell_value(raw: str, label: str):
 def _csv_rows(text: str) -> dict[str, dict]:
     """Parse an export CSV back into the JSON export's row shape."""
     reader = csv.DictReader(io.StringIO(text))
-    assert tuple(reader.fieldnames) == services.CSV_HEADER
+    assert tuple(reader.fieldnames) == export.CSV_HEADER
     out = {}
     for line in reader:
         row = {"pvName": line["pvName"], "pvId": line["pvId"] or None}

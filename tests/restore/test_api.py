@@ -14,7 +14,6 @@ from django.utils import timezone
 
 from jobs.models import Job
 from pvs.models import PV
-from snapshots import restore as services
 from snapshots.models import (
     Outcome,
     PlanAction,
@@ -24,6 +23,12 @@ from snapshots.models import (
     RestorePlan,
     RestorePlanItem,
 )
+from snapshots.restore.execute import _note_attempt
+from snapshots.restore.plan import ACTION_NAMES, NOT_IN_CATALOG, restore_plan_create
+from snapshots.restore.records import RestoreAborted
+from snapshots.restore.request import restore_plan_execute_request, restore_request
+from snapshots.restore.run import restore_reap_orphans, restore_run
+from snapshots.restore.selection import Selection, selection_parse
 from squirrel.exceptions import Conflict
 from tests.conftest import error, payload
 from tests.restore.conftest import cache_set, snapshot_make
@@ -50,14 +55,13 @@ def machine(redis_client):
 
 def _actions(plan: RestorePlan) -> dict[str, str]:
     return {
-        name: services.ACTION_NAMES[action]
-        for name, action in plan.items.values_list("pv_name", "action")
+        name: ACTION_NAMES[action] for name, action in plan.items.values_list("pv_name", "action")
     }
 
 
 def test_plan_classifies_every_pv(machine):
-    plan = services.restore_plan_create(
-        snapshot_id=machine["snap"].pk, selection=services.Selection(), created_by="me"
+    plan = restore_plan_create(
+        snapshot_id=machine["snap"].pk, selection=Selection(), created_by="me"
     )
     assert _actions(plan) == {
         "T:W:SP": "write",
@@ -77,7 +81,7 @@ def test_plan_classifies_every_pv(machine):
     }
     item = plan.items.get(pv_name="T:W:SP")
     assert (item.saved, item.live, item.delta) == ("1.0", "9.0", 8.0)
-    assert plan.items.get(pv_name="T:G:SP").note == services.NOT_IN_CATALOG
+    assert plan.items.get(pv_name="T:G:SP").note == NOT_IN_CATALOG
 
 
 def test_plan_selection_by_ids_and_tags(machine):
@@ -86,15 +90,15 @@ def test_plan_selection_by_ids_and_tags(machine):
     group = TagGroup.objects.create(name="Area")
     tag = Tag.objects.create(name="LI20", group=group)
     machine["equal"].tags.add(tag)
-    by_ids = services.restore_plan_create(
+    by_ids = restore_plan_create(
         snapshot_id=machine["snap"].pk,
-        selection=services.Selection(pv_ids=(machine["write"].pk, uuid.uuid4())),
+        selection=Selection(pv_ids=(machine["write"].pk, uuid.uuid4())),
         created_by=None,
     )
     assert _actions(by_ids) == {"T:W:SP": "write"}
-    by_tag = services.restore_plan_create(
+    by_tag = restore_plan_create(
         snapshot_id=machine["snap"].pk,
-        selection=services.selection_parse(tag_filters=[[str(tag.pk)]]),
+        selection=selection_parse(tag_filters=[[str(tag.pk)]]),
         created_by=None,
     )
     assert _actions(by_tag) == {"T:E:SP": "skip-equal"}
@@ -216,8 +220,8 @@ def test_idempotency_key_returns_the_same_job(machine, write_client):
 
 
 def test_execute_plan_rules(machine, write_client):
-    plan = services.restore_plan_create(
-        snapshot_id=machine["snap"].pk, selection=services.Selection(), created_by=None
+    plan = restore_plan_create(
+        snapshot_id=machine["snap"].pk, selection=Selection(), created_by=None
     )
     url = f"/v1/restore-plans/{plan.pk}/execute"
     first = payload(write_client.post(url, {}, format="json", HTTP_IDEMPOTENCY_KEY="p-1"))
@@ -227,9 +231,9 @@ def test_execute_plan_rules(machine, write_client):
     assert list(RestoreClaim.objects.values_list("pv_id", flat=True)) == [machine["write"].pk]
     assert payload(write_client.post(url, {}, format="json", HTTP_IDEMPOTENCY_KEY="p-1")) == first
     assert "already executed" in error(write_client.post(url, {}, format="json"), 409)
-    old = services.restore_plan_create(
+    old = restore_plan_create(
         snapshot_id=machine["snap"].pk,
-        selection=services.Selection(pv_ids=(machine["equal"].pk,)),
+        selection=Selection(pv_ids=(machine["equal"].pk,)),
         created_by=None,
     )
     RestorePlan.objects.filter(pk=old.pk).update(
@@ -253,15 +257,15 @@ def test_revert_needs_a_finished_restore_with_a_safety_snapshot(machine, write_c
 
 
 def _running_restore(machine) -> Restore:
-    plan = services.restore_plan_create(
-        snapshot_id=machine["snap"].pk, selection=services.Selection(), created_by=None
+    plan = restore_plan_create(
+        snapshot_id=machine["snap"].pk, selection=Selection(), created_by=None
     )
     extra = PV.objects.create(setpoint_address="T:W2:SP")
     RestorePlanItem.objects.create(
         plan=plan, pv_id=extra.pk, pv_name="T:W2:SP", setpoint_address="T:W2:SP",
         action=PlanAction.WRITE, saved="7.0",
     )  # fmt: skip
-    restore = services.restore_plan_execute_request(plan_id=plan.pk, created_by="me", enqueue=False)
+    restore = restore_plan_execute_request(plan_id=plan.pk, created_by="me", enqueue=False)
     first_write = plan.items.get(pv_name="T:W:SP")
     Restore.objects.filter(pk=restore.pk).update(
         status=Restore.Status.RUNNING,
@@ -301,22 +305,22 @@ def test_orphaned_restore_is_failed_with_what_was_written(machine, write_client)
     assert job.status == Job.Status.FAILED and "not retried" in job.error
     assert job.job_data["result"]["failure_count"] == 2
     # The worker, if it were still alive, stops before its next chunk.
-    with pytest.raises(services.RestoreAborted):
-        services._note_attempt(restore, through=1, attempted=1)
+    with pytest.raises(RestoreAborted):
+        _note_attempt(restore, through=1, attempted=1)
     # A fresh heartbeat is left alone.
-    fresh = services.restore_request(
-        snapshot_id=machine["snap"].pk, selection=services.Selection(), created_by=None,
+    fresh = restore_request(
+        snapshot_id=machine["snap"].pk, selection=Selection(), created_by=None,
         enqueue=False,
     )  # fmt: skip
     Restore.objects.filter(pk=fresh.pk).update(
         status=Restore.Status.RUNNING, heartbeat_at=timezone.now()
     )
-    assert services.restore_reap_orphans() == []
+    assert restore_reap_orphans() == []
 
 
 def test_restore_detail_lists_failures_first(machine, write_client):
     restore = _running_restore(machine)
-    services.restore_reap_orphans()
+    restore_reap_orphans()
     got = write_client.get(f"/v1/restores/{restore.pk}")
     import json
 
@@ -349,13 +353,13 @@ def test_restore_needs_write_scope(machine, read_client, api, settings):
 
 
 def test_claim_conflict_names_the_holder(machine):
-    first = services.restore_request(
-        snapshot_id=machine["snap"].pk, selection=services.Selection(), created_by=None,
+    first = restore_request(
+        snapshot_id=machine["snap"].pk, selection=Selection(), created_by=None,
         enqueue=False,
     )  # fmt: skip
     with pytest.raises(Conflict, match=str(first.pk)):
-        services.restore_request(
-            snapshot_id=machine["snap"].pk, selection=services.Selection(), created_by=None,
+        restore_request(
+            snapshot_id=machine["snap"].pk, selection=Selection(), created_by=None,
             enqueue=False,
         )  # fmt: skip
 
@@ -389,19 +393,19 @@ def test_command_declined_writes_nothing(machine, monkeypatch, capsys):
 
 
 def test_a_restore_that_breaks_is_failed_and_releases_its_claims(machine):
-    restore = services.restore_request(
-        snapshot_id=machine["snap"].pk, selection=services.Selection(), created_by=None,
+    restore = restore_request(
+        snapshot_id=machine["snap"].pk, selection=Selection(), created_by=None,
         enqueue=False,
     )  # fmt: skip
     machine["snap"].delete()  # gone before the worker starts: the run cannot plan
-    done = services.restore_run(restore_id=str(restore.pk))
+    done = restore_run(restore_id=str(restore.pk))
     assert done is not None and done.status == Restore.Status.FAILED
     assert done.error
     job = Job.objects.get(pk=restore.job_id)
     assert job.status == Job.Status.FAILED and job.error == done.error
     assert not RestoreClaim.objects.exists()
     # Run again (a redelivered message): nothing happens.
-    assert services.restore_run(restore_id=str(restore.pk)) is None
+    assert restore_run(restore_id=str(restore.pk)) is None
     assert Job.objects.get(pk=restore.job_id).attempts == 1
 
 
@@ -413,8 +417,8 @@ PAST_BIGINT = 35717090318346461184  # PostgreSQL refuses such a LIMIT/OFFSET (wa
 def test_limits_and_offsets_past_the_database_range_are_422(machine, write_client):
     # The details stream their rows: the check must come before the 200 starts.
     restore = _running_restore(machine)
-    plan = services.restore_plan_create(
-        snapshot_id=machine["snap"].pk, selection=services.Selection(), created_by="me"
+    plan = restore_plan_create(
+        snapshot_id=machine["snap"].pk, selection=Selection(), created_by="me"
     )
     for path in ("/v1/restores", f"/v1/restores/{restore.pk}", f"/v1/restore-plans/{plan.pk}"):
         for name in ("limit", "offset"):

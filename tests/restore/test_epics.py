@@ -15,8 +15,9 @@ import pytest
 from jobs.models import Job
 from monitor import sim
 from pvs.models import PV
-from snapshots import restore as services
 from snapshots.models import Outcome, Restore, RestoreOutcome, Snapshot
+from snapshots.restore.records import OUTCOME_NAMES
+from snapshots.restore.run import restore_reap_orphans
 from tests.conftest import payload
 from tests.restore.conftest import SimIOC, Worker, ca_read, snapshot_make, worker_env
 
@@ -81,7 +82,7 @@ def wait_job(job_id: str, *, timeout: float = 60.0) -> Job:
 
 def outcomes(restore_id: str) -> dict[str, str]:
     return {
-        name: services.OUTCOME_NAMES[o]
+        name: OUTCOME_NAMES[o]
         for name, o in RestoreOutcome.objects.filter(restore_id=restore_id).values_list(
             "pv_name", "outcome"
         )
@@ -239,7 +240,7 @@ def test_sigkilled_worker_is_not_retried_and_what_was_written_is_recorded(
     assert Restore.objects.get(pk=body["restoreId"]).status == Restore.Status.RUNNING
 
     time.sleep(1.5)
-    reaped = services.restore_reap_orphans(stale_after=1.0)
+    reaped = restore_reap_orphans(stale_after=1.0)
     assert [str(r.pk) for r in reaped] == [body["restoreId"]]
     restore = Restore.objects.get(pk=body["restoreId"])
     assert restore.status == Restore.Status.FAILED and "not retried" in restore.error

@@ -6,8 +6,9 @@ import pytest
 
 from monitor import values
 from pvs.models import PV
+from snapshots.codec import meta_digest
 from snapshots.models import SnapshotValue, ValueKind, ValueMeta, ValueSource
-from snapshots.storage import meta_digest, snapshot_value_entries
+from snapshots.storage import snapshot_value_entries, snapshot_value_rows
 from tests.snapshots.factories import NOW, captured, entry, snapshot_seed
 
 pytestmark = pytest.mark.django_db
@@ -169,8 +170,6 @@ def test_reading_streams_across_chunk_boundaries():
 
 
 def test_value_rows_page_and_filter_across_chunks():
-    from snapshots.querysets import snapshot_value_rows
-
     rows = [captured(_pv(f"R:{i:02d}"), entry(float(i))) for i in range(11)]
     snap = snapshot_seed("rows", rows)
     names = [r[1] for r in snapshot_value_rows(snapshot_id=snap.pk, chunk_size=2)]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from snapshots import services
+from snapshots import export, services
 from squirrel.exceptions import SquirrelError
 
 
@@ -16,7 +16,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("snapshot_id")
-        parser.add_argument("--format", choices=services.EXPORT_FORMATS, default="json")
+        parser.add_argument("--format", choices=export.EXPORT_FORMATS, default="json")
         parser.add_argument("--output", "-o", default=None, help="file to write (default stdout)")
 
     def handle(self, *args, **opts):
@@ -24,7 +24,7 @@ class Command(BaseCommand):
             snapshot = services.snapshot_get(snapshot_id=opts["snapshot_id"])
         except SquirrelError as exc:
             raise CommandError(exc.message) from exc
-        chunks = services.snapshot_export(snapshot=snapshot, fmt=opts["format"])
+        chunks = export.snapshot_export(snapshot=snapshot, fmt=opts["format"])
         if opts["output"]:
             with Path(opts["output"]).open("w", encoding="utf-8", newline="") as out:
                 for chunk in chunks:

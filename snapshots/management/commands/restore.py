@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import getpass
 import threading
+import uuid
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
 from jobs.models import Job
-from snapshots import restore as services
 from snapshots.models import PlanAction, Restore
+from snapshots.restore.plan import restore_plan_create
+from snapshots.restore.records import failures_list
+from snapshots.restore.request import restore_plan_execute_request
+from snapshots.restore.run import restore_run
+from snapshots.restore.selection import selection_parse
 from squirrel.exceptions import SquirrelError
 from tags.models import Tag
 
@@ -37,8 +43,6 @@ def _tag_ids(values: list[str]) -> list[str]:
 
 
 def _is_uuid(value: str) -> bool:
-    import uuid
-
     try:
         uuid.UUID(value)
     except ValueError:
@@ -62,10 +66,10 @@ class Command(BaseCommand):
     def handle(self, *args, snapshot_id, plan_only, tag, pv, yes, **options):
         user = f"cli:{getpass.getuser()}"
         try:
-            selection = services.selection_parse(
+            selection = selection_parse(
                 pv_ids=pv or None, tag_filters=[_tag_ids(tag)] if tag else None
             )
-            plan = services.restore_plan_create(
+            plan = restore_plan_create(
                 snapshot_id=snapshot_id, selection=selection, created_by=user
             )
         except SquirrelError as exc:
@@ -83,9 +87,7 @@ class Command(BaseCommand):
                 self.stdout.write("Not restored.")
                 return
         try:
-            restore = services.restore_plan_execute_request(
-                plan_id=plan.pk, created_by=user, enqueue=False
-            )
+            restore = restore_plan_execute_request(plan_id=plan.pk, created_by=user, enqueue=False)
         except SquirrelError as exc:
             raise CommandError(exc.message) from exc
         restore = self._run(restore)
@@ -114,10 +116,8 @@ class Command(BaseCommand):
         failure: list[BaseException] = []
 
         def run() -> None:
-            from django.db import connections
-
             try:
-                services.restore_run(restore_id=str(restore.pk))
+                restore_run(restore_id=str(restore.pk))
             except BaseException as exc:  # shown below
                 failure.append(exc)
             finally:
@@ -146,7 +146,7 @@ class Command(BaseCommand):
         for name, count in restore.counts.items():
             if count:
                 self.stdout.write(f"  {name:<18} {count:>8,}")
-        failures = services.failures_list(restore=restore, limit=200)
+        failures = failures_list(restore=restore, limit=200)
         if failures:
             self.stdout.write(f"  {'PV':<40} {'outcome':<14} error")
             for f in failures:

@@ -8,7 +8,8 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from jobs.models import Job
-from snapshots import services
+from snapshots import capture, services
+from snapshots.models import Snapshot
 from squirrel.exceptions import SquirrelError
 
 BAR_WIDTH = 40
@@ -45,7 +46,7 @@ class Command(BaseCommand):
         use_cache = not opts["no_cache"]
         try:
             if opts["sync"]:
-                snapshot = services.snapshot_capture(
+                snapshot = capture.snapshot_capture(
                     title=opts["title"],
                     description=opts["comment"],
                     use_cache=use_cache,
@@ -90,8 +91,6 @@ class Command(BaseCommand):
             time.sleep(0.25)
 
     def _summary(self, snapshot_id) -> None:
-        from snapshots.models import Snapshot
-
         s = Snapshot.objects.get(pk=snapshot_id)
         self.stdout.write(
             f"snapshot {s.pk} '{s.title}': {s.pv_count} PVs "

@@ -1,7 +1,8 @@
 """Admin of restores: the audit records (read-only), their plans and per-PV outcomes.
 
-Imported from snapshots/admin.py. Outcome and plan-item rows (up to 50K per restore) are not
-inlined: the change page links to the filtered changelists instead.
+Imported from snapshots/admin.py (the module Django's admin autodiscovers). Outcome and
+plan-item rows (up to 50K per restore) are not inlined: the change page links to the filtered
+changelists instead.
 """
 
 from __future__ import annotations

@@ -15,9 +15,31 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from snapshots import restore as services
 from snapshots.capture_views import query_bool
 from snapshots.models import Restore, RestorePlan
+from snapshots.restore.plan import (
+    ACTION_BY_NAME,
+    ACTION_NAMES,
+    plan_age,
+    restore_plan_create,
+    restore_plan_get,
+)
+from snapshots.restore.records import (
+    OUTCOME_BY_NAME,
+    OUTCOME_NAMES,
+    failures_list,
+    outcome_rows,
+    plan_items_rows,
+    restore_get,
+)
+from snapshots.restore.request import (
+    restore_plan_execute_request,
+    restore_queued_message,
+    restore_request,
+    restore_revert_request,
+)
+from snapshots.restore.run import restore_reap_orphans, restore_run
+from snapshots.restore.selection import Selection, selection_parse
 from snapshots.serializers import (
     ACTION_CHOICES,
     OUTCOME_CHOICES,
@@ -76,9 +98,9 @@ def _body(request: Request) -> dict[str, Any]:
     return data
 
 
-def _selection(request: Request) -> services.Selection:
+def _selection(request: Request) -> Selection:
     body = _body(request)
-    return services.selection_parse(
+    return selection_parse(
         pv_ids=body.get("pvIds", body.get("pv_ids")),
         tag_filters=body.get("tagFilters", body.get("tag_filters")),
     )
@@ -136,13 +158,13 @@ def job_created_dto(restore: Restore) -> dict[str, Any]:
     """JobCreatedDTO (contract §2.4) plus the restore's id."""
     return {
         "jobId": str(restore.job_id),
-        "message": services.restore_queued_message(restore.snapshot_id),
+        "message": restore_queued_message(restore.snapshot_id),
         "restoreId": str(restore.pk),
     }
 
 
 def plan_dto(plan: RestorePlan) -> dict[str, Any]:
-    age = services.plan_age(plan)
+    age = plan_age(plan)
     executed = plan.restores.values_list("id", flat=True).first()
     return {
         "id": str(plan.pk),
@@ -197,7 +219,7 @@ def restore_result_dto(restore: Restore) -> dict[str, Any]:
         "totalPVs": restore.total,
         "successCount": restore.success_count,
         "failureCount": restore.failure_count,
-        "failures": services.failures_list(restore=restore),
+        "failures": failures_list(restore=restore),
         "counts": restore.counts,
         "restoreId": str(restore.pk),
         "safetySnapshotId": (
@@ -218,7 +240,7 @@ def _item_json(row: tuple) -> str:
             "pvName": name,
             "setpointAddress": sp,
             "readbackAddress": rb,
-            "action": services.ACTION_NAMES[action],
+            "action": ACTION_NAMES[action],
             "delta": delta,
             "note": note,
         }
@@ -232,7 +254,7 @@ def _outcome_json(row: tuple) -> str:
         {
             "pvId": str(pv_id) if pv_id else None,
             "pvName": name,
-            "outcome": services.OUTCOME_NAMES[outcome],
+            "outcome": OUTCOME_NAMES[outcome],
             "error": error,
         }
     )
@@ -256,7 +278,7 @@ class SnapshotRestoreView(APIView):
     )
     def post(self, request: Request, snapshot_id: str) -> Response:
         run_async = query_bool(request, "async", True)
-        restore = services.restore_request(
+        restore = restore_request(
             snapshot_id=snapshot_id,
             selection=_selection(request),
             created_by=_created_by(request),
@@ -266,7 +288,7 @@ class SnapshotRestoreView(APIView):
         if run_async:
             return Response(job_created_dto(restore))
         if restore.status == Restore.Status.PENDING:
-            services.restore_run(restore_id=str(restore.pk))
+            restore_run(restore_id=str(restore.pk))
         restore.refresh_from_db()
         return Response(restore_result_dto(restore))
 
@@ -276,7 +298,7 @@ class SnapshotRestorePlanView(APIView):
 
     @extend_schema(request=RestoreSelectionSerializer, responses=RestorePlanOutSerializer)
     def post(self, request: Request, snapshot_id: str) -> Response:
-        plan = services.restore_plan_create(
+        plan = restore_plan_create(
             snapshot_id=snapshot_id,
             selection=_selection(request),
             created_by=_created_by(request),
@@ -293,11 +315,11 @@ class RestorePlanDetailView(APIView):
         responses=RestorePlanDetailOutSerializer,
     )
     def get(self, request: Request, plan_id: str) -> StreamingHttpResponse:
-        action = _choice(request, "action", services.ACTION_BY_NAME)
+        action = _choice(request, "action", ACTION_BY_NAME)
         limit = _query_int(request, "limit", None, minimum=0)
         offset = _query_int(request, "offset", 0, minimum=0) or 0
-        plan = services.restore_plan_get(plan_id=plan_id)
-        rows = services.plan_items_rows(plan=plan, action=action, limit=limit, offset=offset)
+        plan = restore_plan_get(plan_id=plan_id)
+        rows = plan_items_rows(plan=plan, action=action, limit=limit, offset=offset)
         return stream_json(plan_dto(plan), "items", (_item_json(r) for r in rows), view=self)
 
 
@@ -308,7 +330,7 @@ class RestorePlanExecuteView(APIView):
         request=None, parameters=[IDEMPOTENCY_KEY], responses=RestoreJobCreatedOutSerializer
     )
     def post(self, request: Request, plan_id: str) -> Response:
-        restore = services.restore_plan_execute_request(
+        restore = restore_plan_execute_request(
             plan_id=plan_id,
             created_by=_created_by(request),
             idempotency_key=_idempotency_key(request),
@@ -330,7 +352,7 @@ class RestoreListView(APIView):
     def get(self, request: Request) -> Response:
         limit = min(_query_int(request, "limit", MAX_LIST, minimum=1) or MAX_LIST, 1000)
         offset = _query_int(request, "offset", 0, minimum=0) or 0
-        services.restore_reap_orphans()
+        restore_reap_orphans()
         restores = Restore.objects.order_by("-created_at")[offset : offset + limit]
         return Response([restore_dto(r) for r in restores])
 
@@ -344,12 +366,12 @@ class RestoreDetailView(APIView):
         responses=RestoreDetailOutSerializer,
     )
     def get(self, request: Request, restore_id: str) -> StreamingHttpResponse:
-        outcome = _choice(request, "outcome", services.OUTCOME_BY_NAME)
+        outcome = _choice(request, "outcome", OUTCOME_BY_NAME)
         limit = _query_int(request, "limit", None, minimum=0)
         offset = _query_int(request, "offset", 0, minimum=0) or 0
-        services.restore_reap_orphans()
-        restore = services.restore_get(restore_id=restore_id)
-        rows = services.outcome_rows(restore=restore, outcome=outcome, limit=limit, offset=offset)
+        restore_reap_orphans()
+        restore = restore_get(restore_id=restore_id)
+        rows = outcome_rows(restore=restore, outcome=outcome, limit=limit, offset=offset)
         return stream_json(
             restore_dto(restore), "outcomes", (_outcome_json(r) for r in rows), view=self
         )
@@ -362,7 +384,7 @@ class RestoreRevertView(APIView):
         request=None, parameters=[IDEMPOTENCY_KEY], responses=RestoreJobCreatedOutSerializer
     )
     def post(self, request: Request, restore_id: str) -> Response:
-        revert = services.restore_revert_request(
+        revert = restore_revert_request(
             restore_id=restore_id,
             created_by=_created_by(request),
             idempotency_key=_idempotency_key(request),

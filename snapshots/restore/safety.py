@@ -1,0 +1,106 @@
+"""The safety snapshot of a restore: the current values of exactly the PVs about to be
+written, captured (cache first while the monitor is alive, else read on the restore's own
+client) and stored as a snapshot of kind ``safety`` before any write.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from monitor import values
+from snapshots.capture import (
+    CatalogRow,
+    Completeness,
+    captured_values_build,
+    snapshot_store,
+    values_collect,
+)
+from snapshots.models import Restore, Snapshot, ValueSource
+from snapshots.restore.epics import ChannelAccess, monitor_alive
+from snapshots.restore.plan import PlanRow
+from snapshots.restore.records import Item
+
+
+@dataclass(frozen=True, slots=True)
+class _Direct:
+    """A value read directly for the safety snapshot (the shape values_collect returns)."""
+
+    entry: values.Entry
+    source: int = ValueSource.DIRECT
+    age: float = 0.0
+
+
+def safety_capture(catalog: list[Any], ca: ChannelAccess) -> dict[str, Any]:
+    """Capture the setpoints and readbacks of ``catalog`` (snapshots.capture.CatalogRow):
+    through the snapshot capture (``values_collect``: cache first) while the monitor is alive,
+    else read directly on the restore's own connected client (the channels it then writes)."""
+    addresses = list(
+        dict.fromkeys(a for c in catalog for a in (c.setpoint_address, c.readback_address) if a)
+    )
+    if monitor_alive():
+        return values_collect(
+            addresses=addresses, use_cache=True, progress=lambda *_: None, counts=Completeness()
+        )
+    read = ca.read(addresses, settings.EPICS_TIMEOUT)
+    return {a: _Direct(values.clean(read.get(a) or _no_answer())) for a in addresses}
+
+
+def _no_answer() -> values.Entry:
+    return {"value": None, "connected": False, "updated_at": time.time(), "error": "no answer"}
+
+
+def catalog_rows(rows: Iterable[PlanRow | Item]) -> list[Any]:
+    return [
+        CatalogRow(
+            pv_id=r.pv_id,  # type: ignore[arg-type]
+            setpoint_address=r.setpoint_address,
+            readback_address=r.readback_address,
+            config_address=None,
+        )
+        for r in rows
+    ]
+
+
+def safety_store(
+    *, restore: Restore, catalog: list[Any], captured: dict[str, Any], items: list[Item]
+) -> set[int]:
+    """Save the captured values of ``catalog`` (exactly the PVs about to be written) as the
+    safety snapshot of ``restore``; the ids of items whose setpoint could not be read."""
+    wanted = {a for c in catalog for a in (c.setpoint_address, c.readback_address) if a}
+    counts = Completeness()
+    for address in wanted:
+        got = captured.get(address)
+        entry = got.entry if got is not None else None
+        if entry is None or entry.get("value") is None:
+            counts.failed += 1
+        elif got.source == ValueSource.DIRECT:
+            counts.reread += 1
+        elif entry.get("error"):
+            counts.stale += 1
+        else:
+            counts.live += 1
+    rows = list(captured_values_build(catalog=catalog, captured=captured))
+    unreadable = set()
+    for item in items:
+        got = captured.get(item.setpoint_address)  # type: ignore[arg-type]
+        entry = got.entry if got is not None else None
+        if entry is None or entry.get("value") is None or entry.get("error"):
+            unreadable.add(item.id)
+    with transaction.atomic():
+        snapshot = snapshot_store(
+            title=f"Safety before {restore.kind} of '{restore.snapshot_title}'"[:255],
+            description=f"Values before {restore.kind} {restore.pk}, taken to revert it",
+            created_by=restore.created_by,
+            kind=Snapshot.Kind.SAFETY,
+            rows=rows,
+            counts=counts,
+        )
+        Restore.objects.filter(pk=restore.pk).update(safety_snapshot=snapshot)
+    restore.safety_snapshot = snapshot
+    return unreadable
