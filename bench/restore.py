@@ -54,11 +54,10 @@ from django.test import override_settings  # noqa: E402
 from rest_framework.test import APIClient  # noqa: E402
 
 from jobs.models import Job  # noqa: E402
-from monitor import events, sim, values  # noqa: E402
+from monitor import bridge, events, sim, values  # noqa: E402
 from pvs.models import PV  # noqa: E402
 from snapshots.codec import side_from_columns  # noqa: E402
 from snapshots.models import Restore, Snapshot, SnapshotValue, ValueKind, ValueSource  # noqa: E402
-from snapshots.restore.epics import _put_result  # noqa: E402
 from snapshots.restore.plan import restore_plan_create  # noqa: E402
 from snapshots.restore.records import restore_get  # noqa: E402
 from snapshots.restore.request import restore_request  # noqa: E402
@@ -134,7 +133,7 @@ async def _bare_put(targets: dict[str, object], timeout: float) -> tuple[float, 
     async with CAClient() as client:
         results = await client.write_many(targets, timeout, wait=True)
     elapsed = time.perf_counter() - started
-    ok = sum(1 for r in results.values() if _put_result(r).ok)
+    ok = sum(1 for r in results.values() if r.ok)
     return elapsed, ok
 
 
@@ -166,9 +165,7 @@ def _initial_values(devices: list[sim.Device]) -> dict[str, object]:
 
 def cache_fill(addresses: list[str]) -> float:
     """Fill the monitor's cache from a direct read (as a running monitor would have it)."""
-    from snapshots.capture import direct_read
-
-    entries = direct_read(addresses, timeout=10.0, on_chunk=lambda *_: None)
+    entries = bridge.read(addresses, 10.0)
     client = events.sync_redis()
     started = time.perf_counter()
     pipe = client.pipeline()

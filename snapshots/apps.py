@@ -9,6 +9,6 @@ class SnapshotsConfig(AppConfig):
         through this reaper (jobs may not import snapshots: STYLE.md §2)."""
         from jobs.models import Job  # models are loaded only now
         from jobs.services import job_reaper_register
-        from snapshots.restore import restore_reap_orphans
+        from snapshots.restore.run import restore_reap_orphans
 
         job_reaper_register(type=Job.Type.SNAPSHOT_RESTORE, reaper=restore_reap_orphans)

@@ -3,12 +3,13 @@
 The capture (DESIGN.md "Snapshot"):
 1. loads the catalog (PV id, setpoint and readback addresses) in one query;
 2. reads every address from the Redis value hash in ONE round trip (HMGET);
-3. reads directly over Channel Access (monitor.ca: bounded concurrency, per-PV timeout,
-   circuit breaker) each value that is missing, disconnected, in error or older than
-   ``settings.SNAPSHOT_MAX_CACHE_AGE`` -- or every value when ``use_cache`` is false. "Older"
-   counts from when the value was last known current: its ``updated_at``, or for a connected
-   entry the heartbeat of a live monitor (its subscription would have delivered any change);
-   a failed re-read keeps the cached value, marked (``stale``), else the value is ``failed``;
+3. reads directly over EPICS (monitor.bridge: bounded concurrency, per-PV timeout, circuit
+   breakers) each value that is not current by the liveness rule (monitor.cache: missing,
+   disconnected, in error, or owned by a monitor shard without a live heartbeat) -- or every
+   value when ``use_cache`` is false. A current entry's age counts from when it was last known
+   current: its ``updated_at``, or its shard's heartbeat if later (the live subscription would
+   have delivered any change); a failed re-read keeps the cached value, marked (``stale``),
+   else the value is ``failed``;
 4. records each value's quality (source, age, connected, error) and the completeness counts;
 5. writes the snapshot row and all values with COPY in ONE transaction, together with the
    job's completion, so a snapshot is visible only when complete and a retried job never
@@ -17,10 +18,7 @@ The capture (DESIGN.md "Snapshot"):
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import queue
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -32,7 +30,8 @@ from django.db import connection, transaction
 
 from jobs import services as jobs
 from jobs.models import Job
-from monitor import events, values
+from monitor import bridge, cache, values
+from monitor.bridge import Bridge
 from snapshots.models import Snapshot, ValueSource
 from snapshots.services import snapshot_title_clean
 from snapshots.storage import CapturedValue, snapshot_values_write
@@ -41,11 +40,6 @@ from squirrel.perf import gc_paused
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, str | None], None]
-# Direct reads: chunks of at most DIRECT_CHUNK names (progress is reported per chunk),
-# DIRECT_PARALLEL chunks in flight, never more than settings.EPICS_CONCURRENCY reads in all.
-# One window of 5000 at a time measured as fast as a bare read_many of everything.
-DIRECT_CHUNK = 5000
-DIRECT_PARALLEL = 1
 NO_ANSWER = "No answer from Channel Access"
 
 
@@ -89,86 +83,6 @@ def catalog_load() -> list[CatalogRow]:
         return cursor.fetchall()
 
 
-def monitor_vouched_at(*, now: float) -> float | None:
-    """The oldest heartbeat of the running monitor shards, when every one is alive, else None.
-
-    A live monitor keeps a Channel Access subscription on every cached address, so a
-    connected entry is current as of its heartbeat even when the value has not changed (and
-    its ``updated_at`` not moved) for hours.
-    """
-    client = events.sync_redis()
-    keys = list(client.scan_iter(match=events.heartbeat_key() + "*", count=1000))
-    if not keys:
-        return None
-    beats = []
-    for raw in client.mget(keys):
-        try:
-            beats.append(float(raw))
-        except (TypeError, ValueError):
-            return None
-    oldest = min(beats)
-    return oldest if now - oldest <= settings.MONITOR_ALIVE_SECONDS else None
-
-
-async def _read_chunks(names: list[str], timeout: float, out: queue.Queue) -> None:
-    """Read ``names`` over CA in chunks, putting each chunk's entries on ``out`` as it
-    completes. At most ``settings.EPICS_CONCURRENCY`` reads are in flight, in a few chunks at
-    once, so that a chunk waiting for dead PVs' timeout does not hold up the others."""
-    from monitor.ca import CAClient
-    from monitor.circuits import CircuitBreakers
-
-    concurrency = max(1, settings.EPICS_CONCURRENCY)
-    size = max(1, min(DIRECT_CHUNK, concurrency // DIRECT_PARALLEL))
-    chunks = [names[i : i + size] for i in range(0, len(names), size)]
-    gate = asyncio.Semaphore(max(1, concurrency // size))
-    async with CAClient(breakers=CircuitBreakers.shared()) as client:
-
-        async def one(chunk: list[str]) -> dict[str, values.Entry]:
-            async with gate:
-                return await client.read_many(chunk, timeout, concurrency=size)
-
-        for future in asyncio.as_completed([one(chunk) for chunk in chunks]):
-            out.put(await future)
-
-
-def direct_read(
-    names: list[str], *, timeout: float, on_chunk: Callable[[int, int], None]
-) -> dict[str, values.Entry]:
-    """Read ``names`` directly over Channel Access; a failed read gives an entry with
-    ``connected=False`` and an error, never an exception for one PV.
-
-    The event loop runs in its own thread so that ``on_chunk`` (progress, which writes to the
-    database) runs here, synchronously, on this thread's connection.
-    """
-    if not names:
-        return {}
-    results: queue.Queue = queue.Queue()
-    done = object()
-
-    def run() -> None:
-        try:
-            asyncio.run(_read_chunks(names, timeout, results))
-        except BaseException as exc:  # handed to the caller's thread
-            results.put(exc)
-        finally:
-            results.put(done)
-
-    thread = threading.Thread(target=run, name="snapshot-direct-read", daemon=True)
-    thread.start()
-    out: dict[str, values.Entry] = {}
-    error: BaseException | None = None
-    while (item := results.get()) is not done:
-        if isinstance(item, BaseException):
-            error = item
-            continue
-        out.update(item)
-        on_chunk(len(out), len(names))
-    thread.join()
-    if error is not None:
-        raise error
-    return out
-
-
 def _failure(error: str | None) -> values.Entry:
     return {
         "value": None,
@@ -188,30 +102,33 @@ def values_collect(
     use_cache: bool,
     progress: ProgressFn,
     counts: Completeness,
+    epics: Bridge | None = None,
 ) -> dict[str, _Captured]:
-    """Every address's captured entry with its source and age; updates ``counts``."""
+    """Every address's captured entry with its source and age; updates ``counts``. Direct
+    reads go through ``epics`` (a restore passes the bridge it then writes on), else a bridge
+    of the capture's own."""
     now = time.time()
-    max_age = settings.SNAPSHOT_MAX_CACHE_AGE
     captured: dict[str, _Captured] = {}
     cached: dict[str, values.Entry] = {}
     if use_cache:
         progress(15, f"Reading {len(addresses)} values from cache...")
-        cached = events.values_read(addresses)
-        vouched_at = monitor_vouched_at(now=now)
+        liveness = cache.liveness_read()
+        cached = cache.values_read(addresses)
+        vouchers, shards = liveness.vouchers(), liveness.shards
+        shard_of = cache.shard_of
         clean, source = values.clean, ValueSource.CACHE
-        # Fresh: connected, no error, and confirmed current within max_age -- confirmed by
-        # its updated_at, or by a live monitor's heartbeat (module docstring, step 3). The
-        # loop runs 95K times per capture: its tests are ordered and inlined for speed.
-        oldest = now - max_age
-        for address, entry in cached.items():
+        # Current: connected, no error, and its shard's monitor alive (module docstring,
+        # step 3). The loop runs 95K times per capture: its tests are ordered and inlined.
+        for address, entry in cached.items() if liveness.any_alive else ():
             get = entry.get
             if not get("connected") or get("error"):
                 continue
-            confirmed = get("updated_at")
-            if vouched_at is not None and (confirmed is None or confirmed < vouched_at):
-                confirmed = vouched_at
-            if confirmed is None or confirmed < oldest:
+            beat = vouchers[shard_of(address, shards)] if shards > 1 else vouchers[0]
+            if beat is None:
                 continue
+            confirmed = get("updated_at")
+            if confirmed is None or confirmed < beat:
+                confirmed = beat
             value = get("value")
             cls = type(value)
             if cls is float:
@@ -229,7 +146,10 @@ def values_collect(
         def on_chunk(done: int, total: int) -> None:
             progress(20 + int(60 * done / total), f"Read {done}/{total} PVs")
 
-        direct = direct_read(to_read, timeout=settings.EPICS_TIMEOUT, on_chunk=on_chunk)
+        if epics is not None:
+            direct = epics.read(to_read, settings.EPICS_TIMEOUT, on_chunk=on_chunk)
+        else:
+            direct = bridge.read(to_read, settings.EPICS_TIMEOUT, on_chunk=on_chunk)
         read_at = time.time()
         for address in to_read:
             entry = direct.get(address)

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from django.db import connection
 
-from monitor import events
+from monitor import cache
 from pvs.models import PV
 from snapshots.codec import (
     KIND_ENUM,
@@ -328,7 +328,7 @@ def live_rows(*, rows: list[Row]) -> list[Row]:
             addresses.append(r.setpoint_address)
         if r.readback_address:
             addresses.append(r.readback_address)
-    cached = events.values_read(addresses)
+    cached = cache.values_read(addresses)
     return [
         Row(
             pv_id=r.pv_id,

@@ -13,10 +13,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from monitor.bridge import Bridge
 from snapshots.capture import ProgressFn
 from snapshots.models import Outcome, PlanAction, Restore
 from snapshots.restore.claims import claims_release
-from snapshots.restore.epics import ChannelAccess
 from snapshots.restore.plan import (
     PlanRow,
     items_from_rows,
@@ -63,7 +63,7 @@ def restore_execute(*, restore: Restore, progress: ProgressFn) -> Restore:
     One Channel Access client serves the whole restore: the channels it reads for the plan
     and the safety snapshot are the ones it then writes and reads back.
     """
-    with ChannelAccess() as ca:
+    with Bridge() as ca:
         return _execute(restore=restore, progress=progress, ca=ca)
 
 
@@ -73,12 +73,12 @@ class _Run:
 
     restore: Restore
     progress: ProgressFn
-    ca: ChannelAccess
+    ca: Bridge
     clock: Clock
     timeout: float
 
 
-def _execute(*, restore: Restore, progress: ProgressFn, ca: ChannelAccess) -> Restore:
+def _execute(*, restore: Restore, progress: ProgressFn, ca: Bridge) -> Restore:
     """The phases in order: plan (or load the stored plan), record the skipped items, safety
     snapshot, then write, verify and record a chunk at a time, and finish."""
     run = _Run(restore, progress, ca, Clock(), settings.EPICS_TIMEOUT)

@@ -7,23 +7,24 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from monitor import values
+from monitor import bridge, cache, values
 from pvs.models import PV
 from snapshots.codec import RAW_SIDE, side_from_columns, side_from_entry
 from snapshots.models import PlanAction, RestorePlan, RestorePlanItem, Snapshot, SnapshotValue
-from snapshots.restore.epics import live_entries
 from snapshots.restore.records import Item, copy_rows, json_text, row_get
 from snapshots.restore.selection import Selection
 from snapshots.services import snapshot_get
 from snapshots.tolerance import within_tolerance
+from squirrel.exceptions import Unavailable
 from squirrel.perf import gc_paused
 
 ACTION_NAMES: dict[int, str] = {int(v): str(label) for v, label in PlanAction.choices}
@@ -150,10 +151,26 @@ def plan_rows_classify(*, candidates: list[PlanRow], live: dict[str, values.Entr
             row.action = PlanAction.SKIP_EQUAL
 
 
+def live_entries(addresses: Sequence[str]) -> dict[str, values.Entry]:
+    """Current entries of ``addresses``: from the monitor's cache those that are current by
+    the liveness rule (``monitor.cache``) and carry no error, a direct read for the others."""
+    addresses = list(dict.fromkeys(addresses))
+    if not addresses:
+        return {}
+    found = {a: e for a, e in cache.current_entries(addresses).items() if not e.get("error")}
+    missing = [a for a in addresses if a not in found]
+    if missing:
+        try:
+            found.update(bridge.read(missing, settings.EPICS_TIMEOUT))
+        except OSError as exc:
+            raise Unavailable(f"Cannot read live values over EPICS: {exc}") from exc
+    return found
+
+
 def plan_rows_compute(*, snapshot: Snapshot, selection: Selection) -> list[PlanRow]:
     """Classify every selected PV against its live setpoint (see the module docstring)."""
     rows, candidates = plan_rows_saved(snapshot=snapshot, selection=selection)
-    live = live_entries([row.setpoint_address for row in candidates])  # type: ignore[misc]
+    live = live_entries([row.setpoint_address for row in candidates if row.setpoint_address])
     plan_rows_classify(candidates=candidates, live=live)
     return rows
 

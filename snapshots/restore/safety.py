@@ -1,6 +1,6 @@
 """The safety snapshot of a restore: the current values of exactly the PVs about to be
 written, captured (cache first while the monitor is alive, else read on the restore's own
-client) and stored as a snapshot of kind ``safety`` before any write.
+bridge) and stored as a snapshot of kind ``safety`` before any write.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from monitor import values
+from monitor import cache, values
+from monitor.bridge import Bridge
 from snapshots.capture import (
     CatalogRow,
     Completeness,
@@ -22,7 +23,6 @@ from snapshots.capture import (
     values_collect,
 )
 from snapshots.models import Restore, Snapshot, ValueSource
-from snapshots.restore.epics import ChannelAccess, monitor_alive
 from snapshots.restore.plan import PlanRow
 from snapshots.restore.records import Item
 
@@ -36,16 +36,21 @@ class _Direct:
     age: float = 0.0
 
 
-def safety_capture(catalog: list[Any], ca: ChannelAccess) -> dict[str, Any]:
+def safety_capture(catalog: list[Any], ca: Bridge) -> dict[str, Any]:
     """Capture the setpoints and readbacks of ``catalog`` (snapshots.capture.CatalogRow):
-    through the snapshot capture (``values_collect``: cache first) while the monitor is alive,
-    else read directly on the restore's own connected client (the channels it then writes)."""
+    through the snapshot capture (``values_collect``: the cache for what the liveness rule
+    calls current) while any monitor shard is alive, the rest read on the restore's own bridge
+    (the channels it then writes); with no live shard, everything read on that bridge."""
     addresses = list(
         dict.fromkeys(a for c in catalog for a in (c.setpoint_address, c.readback_address) if a)
     )
-    if monitor_alive():
+    if cache.liveness_read().any_alive:
         return values_collect(
-            addresses=addresses, use_cache=True, progress=lambda *_: None, counts=Completeness()
+            addresses=addresses,
+            use_cache=True,
+            progress=lambda *_: None,
+            counts=Completeness(),
+            epics=ca,
         )
     read = ca.read(addresses, settings.EPICS_TIMEOUT)
     return {a: _Direct(values.clean(read.get(a) or _no_answer())) for a in addresses}

@@ -10,9 +10,9 @@ from typing import Any
 from django.conf import settings
 
 from monitor import values
+from monitor.bridge import Bridge
 from snapshots.codec import side_from_entry
 from snapshots.models import Outcome
-from snapshots.restore.epics import ChannelAccess
 from snapshots.restore.records import Clock, Item, Result
 from snapshots.tolerance import within_tolerance
 from squirrel.api import dumps
@@ -37,7 +37,7 @@ def _read_error(entry: values.Entry | None) -> str:
 
 def verify_chunk(
     *,
-    ca: ChannelAccess,
+    ca: Bridge,
     items: list[Item],
     timeout: float,
     settle: float,
