@@ -21,32 +21,21 @@ from rest_framework.views import APIView
 from live.fanout import fanout_status
 from live.serializers import LiveRequestSerializer
 from monitor import health
-from squirrel.exceptions import Invalid, PayloadTooLarge, Unavailable
-
-
-def _missing(loc: list[str], what: str) -> Invalid:
-    error = {"loc": loc, "msg": "Field required", "type": "missing"}
-    return Invalid(f"Validation error: {what}: Field required", [error])
+from squirrel.exceptions import PayloadTooLarge, Unavailable
+from squirrel.http import invalid
 
 
 def _names(data: Any) -> list[str]:
     """``pv_names`` of a POST body; 422 unless it is a list of strings."""
     if not isinstance(data, dict) or "pv_names" not in data:
-        raise _missing(["body", "pv_names"], "pv_names")
+        raise invalid(["body", "pv_names"], "Field required", "missing")
     names = data["pv_names"]
     if not isinstance(names, list):
-        raise Invalid(
-            "Validation error: pv_names: Input should be a valid list",
-            [{"loc": ["body", "pv_names"], "msg": "Input should be a valid list", "type": "list"}],
-        )
+        raise invalid(["body", "pv_names"], "Input should be a valid list", "list")
     for index, name in enumerate(names):
         if not isinstance(name, str):
-            loc = ["body", "pv_names", str(index)]
-            msg = "Input should be a valid string"
-            raise Invalid(
-                f"Validation error: pv_names.{index}: {msg}",
-                [{"loc": loc, "msg": msg, "type": "string_type"}],
-            )
+            loc: list[str | int] = ["body", "pv_names", str(index)]
+            raise invalid(loc, "Input should be a valid string", "string_type")
     return names
 
 
@@ -66,7 +55,7 @@ class LiveView(APIView):
     def get(self, request: Request) -> Response:
         names = request.query_params.getlist("pv_names")
         if "pv_names" not in request.query_params:
-            raise _missing(["query", "pv_names"], "pv_names")
+            raise invalid(["query", "pv_names"], "Field required", "missing")
         return Response(health.live_read(names=names))
 
     @extend_schema(request=LiveRequestSerializer, responses=OpenApiTypes.OBJECT)
@@ -184,10 +173,7 @@ def _max_age(raw: str | None) -> float:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
         msg = "Input should be a number greater than 0"
-        raise Invalid(
-            f"Validation error: max_age_seconds: {msg}",
-            [{"loc": ["query", "max_age_seconds"], "msg": msg, "type": "greater_than"}],
-        )
+        raise invalid(["query", "max_age_seconds"], msg, "greater_than")
     return int(value) if value.is_integer() else value
 
 

@@ -179,15 +179,6 @@ class SearchQuerySerializer(serializers.Serializer):
     include_live_values = serializers.BooleanField(required=False, default=False)
 
 
-def query_data(query_params: Any, *, lists: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A QueryDict as serializer input: repeated keys as lists for ``lists``."""
-    data: dict[str, Any] = {k: query_params.get(k) for k in query_params}
-    for name in lists:
-        if name in query_params:
-            data[name] = query_params.getlist(name)
-    return data
-
-
 def _tag_ids() -> ArraySubquery:
     """The PV's tag ids as a text array, read with the row (one index probe per PV)."""
     links = PV.tags.through.objects.filter(pv_id=OuterRef("pk"))

@@ -31,16 +31,11 @@ from pvs.serializers import (
     pv_element,
     pv_elements,
     pv_elements_in_order,
-    query_data,
 )
-from squirrel.exceptions import Invalid, PayloadTooLarge
+from squirrel.exceptions import PayloadTooLarge
+from squirrel.http import invalid, query_data, valid
 
 UNPAGED_LIMIT = 1000
-
-
-def _valid(serializer: Any) -> Any:
-    serializer.is_valid(raise_exception=True)
-    return serializer
 
 
 class PVListView(APIView):
@@ -48,13 +43,13 @@ class PVListView(APIView):
 
     @extend_schema(parameters=[PVListQuerySerializer], responses=PVElementOutSerializer(many=True))
     def get(self, request: Request) -> Response:
-        query = _valid(PVListQuerySerializer(data=query_data(request.query_params)))
+        query = valid(PVListQuerySerializer(data=query_data(request.query_params)), "query")
         qs = PV.objects.matching(query.validated_data.get("pvName")).order_by("id")
         return Response(pv_elements(qs[:UNPAGED_LIMIT]))
 
     @extend_schema(request=PVCreateSerializer, responses=PVElementOutSerializer)
     def post(self, request: Request) -> Response:
-        serializer = _valid(PVCreateSerializer(data=request.data))
+        serializer = valid(PVCreateSerializer(data=request.data))
         return Response(pv_element(services.pv_create(**serializer.to_service())))
 
 
@@ -63,7 +58,7 @@ class PVPagedView(APIView):
 
     @extend_schema(parameters=[PagedQuerySerializer], responses=PagedOutSerializer)
     def get(self, request: Request) -> Response:
-        query = _valid(PagedQuerySerializer(data=query_data(request.query_params)))
+        query = valid(PagedQuerySerializer(data=query_data(request.query_params)), "query")
         size = query.validated_data["pageSize"]
         qs = (
             PV.objects.matching(query.validated_data.get("pvName"))
@@ -92,8 +87,13 @@ class PVMultiView(APIView):
                 "Request body too large: raise SQUIRREL_MAX_BODY_MB or use manage.py import_pvs"
             ) from None
         if not isinstance(data, list):
-            raise Invalid("Validation error: body: expected a JSON array of PVs")
-        serializer = _valid(PVCreateSerializer(data=data, many=True))
+            raise invalid(
+                ["body"],
+                "Input should be a valid array",
+                "list_type",
+                message="Validation error: body: expected a JSON array of PVs",
+            )
+        serializer = valid(PVCreateSerializer(data=data, many=True))
         items = [services.NewPV(**pv_create_kwargs(d)) for d in serializer.validated_data]
         pvs = services.pv_create_many(items=items)
         return Response(pv_elements_in_order([p.pk for p in pvs]))
@@ -105,7 +105,7 @@ class PVDetailView(APIView):
     @extend_schema(request=PVUpdateSerializer, responses=PVElementOutSerializer)
     def put(self, request: Request, pv_id: str) -> Response:
         services.pv_get(pv_id=pv_id)
-        serializer = _valid(PVUpdateSerializer(data=request.data))
+        serializer = valid(PVUpdateSerializer(data=request.data))
         return Response(pv_element(services.pv_update(pv_id=pv_id, **serializer.to_service())))
 
     @extend_schema(
@@ -123,7 +123,7 @@ class PVSearchView(APIView):
     @extend_schema(parameters=[SearchQuerySerializer], responses=SearchOutSerializer)
     def get(self, request: Request) -> Response:
         data = query_data(request.query_params, lists=("devices", "tags"))
-        query = _valid(SearchQuerySerializer(data=data)).validated_data
+        query = valid(SearchQuerySerializer(data=data), "query").validated_data
         qs = (
             PV.objects.matching(query.get("q"))
             .with_devices(query["devices"])

@@ -18,6 +18,7 @@ from rest_framework.permissions import BasePermission
 from squirrel.models import ApiKey, hash_token
 
 MISSING_KEY = "Missing or deactivated API key"
+ANONYMOUS = "anonymous"  # the name of a caller without a key (under SQUIRREL_ANONYMOUS_ACCESS)
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def anonymous_principal() -> Principal | None:
     level = settings.ANONYMOUS_ACCESS
     if level == "none":
         return None
-    return Principal(name="anonymous", read=True, write=level == "write")
+    return Principal(name=ANONYMOUS, read=True, write=level == "write")
 
 
 def principal_for_token(token: str) -> Principal | None:
@@ -101,6 +102,16 @@ def request_principal(request: Any) -> Principal | None:
     return user if isinstance(user, Principal) else anonymous_principal()
 
 
+def created_by(request: Any) -> str | None:
+    """Who a write is recorded as (snapshots, jobs, restores, plans): the identified caller's
+    name (``api-key:<name>``, a staff user's), and null for an anonymous one (contract: a
+    snapshot's ``createdBy`` is null when nobody is known)."""
+    principal = request_principal(request)
+    if principal is None or principal.name == ANONYMOUS:
+        return None
+    return principal.name
+
+
 class ScopePermission(BasePermission):
     """Read scope for reads, write scope for writes; anonymous callers per the setting."""
 
@@ -112,7 +123,7 @@ class ScopePermission(BasePermission):
         if principal is None:
             raise exceptions.NotAuthenticated(MISSING_KEY)
         if not principal.allows(scope):
-            if principal.name == "anonymous":
+            if principal.name == ANONYMOUS:
                 raise exceptions.NotAuthenticated(MISSING_KEY)
             raise exceptions.PermissionDenied(f"API key does not have {scope} access")
         return True

@@ -62,21 +62,24 @@ class Unavailable(SquirrelError):
     status = 503
 
 
-def _flatten(detail: Any, loc: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """DRF's nested ValidationError detail as a flat FastAPI-like list of {loc, msg, type}."""
+def flatten_errors(
+    detail: Any, loc: tuple[str, ...] = (), *, where: str = "body"
+) -> list[dict[str, Any]]:
+    """DRF's nested ValidationError detail as a flat FastAPI-like list of {loc, msg, type},
+    each ``loc`` starting with ``where`` (body or query)."""
     if isinstance(detail, dict):
         out: list[dict[str, Any]] = []
         for key, value in detail.items():
-            out.extend(_flatten(value, (*loc, str(key))))
+            out.extend(flatten_errors(value, (*loc, str(key)), where=where))
         return out
     if isinstance(detail, list):
         out = []
         for index, value in enumerate(detail):
             sub = (*loc, str(index)) if isinstance(value, dict | list) else loc
-            out.extend(_flatten(value, sub))
+            out.extend(flatten_errors(value, sub, where=where))
         return out
     code = getattr(detail, "code", "invalid")
-    return [{"loc": ["body", *loc], "msg": str(detail), "type": code}]
+    return [{"loc": [where, *loc], "msg": str(detail), "type": code}]
 
 
 def validation_message(errors: list[dict[str, Any]]) -> str:
@@ -97,7 +100,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, RequestDataTooBig):
         return error_response(413, "Request body too large (limit: SQUIRREL_MAX_BODY_MB)")
     if isinstance(exc, drf.ValidationError):
-        errors = _flatten(exc.detail)
+        errors = flatten_errors(exc.detail)
         return error_response(422, validation_message(errors), errors=errors)
     if isinstance(exc, drf.ParseError):
         return error_response(422, f"Malformed request body: {exc.detail}")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from squirrel.http import validated
 from tags import services
 from tags.serializers import (
     TagCreateQuerySerializer,
@@ -26,12 +25,6 @@ from tags.serializers import (
 )
 
 
-def _valid(serializer_class: type, data: Any) -> dict[str, Any]:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
 class TagGroupListView(APIView):
     """GET: every group with its tag count. POST: create a group."""
 
@@ -41,7 +34,7 @@ class TagGroupListView(APIView):
 
     @extend_schema(request=TagGroupCreateSerializer, responses=TagGroupOutSerializer)
     def post(self, request: Request) -> Response:
-        group = services.tag_group_create(**_valid(TagGroupCreateSerializer, request.data))
+        group = services.tag_group_create(**validated(TagGroupCreateSerializer(data=request.data)))
         return Response(tag_group_dto(group))
 
 
@@ -54,7 +47,7 @@ class TagGroupDetailView(APIView):
 
     @extend_schema(request=TagGroupUpdateSerializer, responses=TagGroupOutSerializer)
     def put(self, request: Request, group_id: str) -> Response:
-        data = _valid(TagGroupUpdateSerializer, request.data)
+        data = validated(TagGroupUpdateSerializer(data=request.data))
         return Response(tag_group_dto(services.tag_group_update(group_id=group_id, **data)))
 
     @extend_schema(
@@ -76,8 +69,8 @@ class TagListView(APIView):
     )
     def post(self, request: Request, group_id: str) -> Response:
         services.tag_group_get(group_id=group_id)
-        data = _valid(TagCreateSerializer, request.data)
-        query = _valid(TagCreateQuerySerializer, request.query_params)
+        data = validated(TagCreateSerializer(data=request.data))
+        query = validated(TagCreateQuerySerializer(data=request.query_params), "query")
         group, _ = services.tag_create(group_id=group_id, **data, **query)
         return Response(tag_group_dto(group))
 
@@ -87,7 +80,7 @@ class TagDetailView(APIView):
 
     @extend_schema(request=TagUpdateSerializer, responses=TagGroupOutSerializer)
     def put(self, request: Request, group_id: str, tag_id: str) -> Response:
-        data = _valid(TagUpdateSerializer, request.data)
+        data = validated(TagUpdateSerializer(data=request.data))
         group = services.tag_update(group_id=group_id, tag_id=tag_id, **data)
         return Response(tag_group_dto(group))
 
@@ -102,7 +95,7 @@ class TagBulkView(APIView):
 
     @extend_schema(request=TagsBulkSerializer, responses=TagsBulkOutSerializer)
     def post(self, request: Request) -> Response:
-        result = services.tags_bulk_create(**_valid(TagsBulkSerializer, request.data))
+        result = services.tags_bulk_create(**validated(TagsBulkSerializer(data=request.data)))
         return Response(
             {
                 "groupsCreated": result.groups_created,

@@ -7,6 +7,8 @@ prefix (settings.TESTING), and every key under it is deleted when the run ends.
 from __future__ import annotations
 
 import secrets
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +16,7 @@ import redis
 from django.conf import settings
 from rest_framework.test import APIClient
 
+from monitor import events
 from squirrel.models import TOKEN_PREFIX, ApiKey, hash_token
 from tests.epics import sim_ioc  # noqa: F401  (the shared small simulated IOC)
 
@@ -36,6 +39,30 @@ def redis_client() -> Iterator[redis.Redis]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@pytest.fixture
+def monitor_heartbeat(redis_client) -> Iterator[None]:
+    """A live monitor's heartbeat, kept fresh for the whole test (every 0.5 s, as a leader's
+    loop does): the cache a test fills is then trusted (monitor.cache's liveness rule), also by
+    worker processes that read it seconds later."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        try:
+            while not stop.is_set():
+                client.set(events.heartbeat_key(), str(time.time()))
+                stop.wait(0.5)
+        finally:
+            client.close()
+
+    redis_client.set(events.heartbeat_key(), str(time.time()))
+    thread = threading.Thread(target=beat, name="test-monitor-heartbeat", daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join(5)
 
 
 @pytest.fixture

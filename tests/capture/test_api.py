@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.django_db]
 
 
 @pytest.fixture
-def cached_catalog(db, redis_client):
+def cached_catalog(db, redis_client, monitor_heartbeat):
     PV.objects.create(setpoint_address="API:A:SP", readback_address="API:A:RBV")
     PV.objects.create(setpoint_address="API:B:SP")
     now = time.time()

@@ -10,7 +10,7 @@ from django.db import connection
 
 from jobs import services as jobs
 from jobs.models import Job
-from monitor import events, values
+from monitor import cache, events, values
 from pvs.models import PV
 from snapshots import capture, services
 from snapshots.models import Snapshot, SnapshotValue, ValueKind, ValueSource
@@ -19,8 +19,12 @@ from squirrel.exceptions import Invalid
 pytestmark = pytest.mark.django_db
 
 
-def _cache(redis_client, entries: dict[str, values.Entry]) -> None:
+def _cache(redis_client, entries: dict[str, values.Entry], *, monitor_alive: bool = True) -> None:
+    """The monitor's cache holding ``entries``, with the monitor's heartbeat fresh (the cache is
+    trusted only then: monitor.cache) unless ``monitor_alive`` is false."""
     redis_client.hset(events.values_hash(), mapping={k: values.pack(v) for k, v in entries.items()})
+    if monitor_alive:
+        redis_client.set(events.heartbeat_key(), str(time.time()))
 
 
 @pytest.fixture
@@ -103,13 +107,12 @@ def test_nan_is_stored_as_null_with_quality(catalog, redis_client):
     assert wave.sp_array is None or wave.sp_array[0] == 1.0
 
 
-def test_stale_missing_disconnected_are_reread_or_marked(
+def test_missing_disconnected_in_error_are_reread_or_marked(
     catalog, redis_client, settings, quiet_epics
 ):
-    settings.SNAPSHOT_MAX_CACHE_AGE = 60.0
     settings.EPICS_TIMEOUT = 0.3
     entries = _all_fresh()
-    entries["C:A:SP"] = {**_fresh(2.0), "updated_at": time.time() - 600}  # stale
+    entries["C:A:SP"] = {**_fresh(2.0), "updated_at": time.time() - 600}  # unchanged for 10 min
     entries["C:ENUM:SP"] = {**_fresh("STANDBY", index=0), "connected": False}  # disconnected
     del entries["C:STR:SP"]  # missing
     entries["C:RO:RBV"] = {**_fresh(3.0), "error": values.DISCONNECTED}
@@ -118,22 +121,45 @@ def test_stale_missing_disconnected_are_reread_or_marked(
     snap = capture.snapshot_capture(title="t", description=None, use_cache=True, created_by=None)
     # Nobody answers on this network: the direct reads fail within the per-PV timeout.
     assert time.monotonic() - started < 10
-    assert (snap.live_count, snap.reread_count) == (3, 0)
-    assert (snap.stale_count, snap.failed_count) == (3, 1)
+    assert (snap.live_count, snap.reread_count) == (4, 0)
+    assert (snap.stale_count, snap.failed_count) == (2, 1)
     rows = _values(snap)
-    stale = rows["C:A:SP"]
-    assert stale.sp_num == 2.0  # the last cached value is kept ...
-    assert stale.sp_source == ValueSource.CACHE
-    assert stale.sp_age > 590  # ... with its age ...
-    assert stale.sp_error.startswith("Direct read failed")  # ... and why it is not fresh
+    # Unchanged but followed by a live monitor: current, its age counted from the heartbeat.
+    assert rows["C:A:SP"].sp_source == ValueSource.CACHE and rows["C:A:SP"].sp_age < 60
     disc = rows["C:ENUM:SP"]
     assert disc.sp_text == "STANDBY" and disc.sp_connected is False and disc.sp_error
+    assert disc.sp_source == ValueSource.CACHE and disc.sp_error.startswith("Direct read failed")
     missing = rows["C:STR:SP"]
     assert missing.sp_kind in (None, ValueKind.NONE) and missing.sp_text is None
     assert missing.sp_source == ValueSource.DIRECT and missing.sp_connected is False
     assert missing.sp_error
     # the fresh ones stayed from the cache
     assert rows["C:A:SP"].rb_source == ValueSource.CACHE and rows["C:A:SP"].rb_error is None
+
+
+def test_a_dead_monitor_vouches_for_nothing_however_recent(
+    catalog, redis_client, settings, quiet_epics
+):
+    """The probe's finding (issue 15, item 2): with the monitor dead, a value it cached a
+    minute ago is not saved as live; it is re-read, and kept as stale (with its age and why)
+    only when the re-read fails."""
+    settings.EPICS_TIMEOUT = 0.3
+    entries = _all_fresh()
+    entries["C:A:SP"] = {**_fresh(2.0), "updated_at": time.time() - 600}
+    del entries["C:STR:SP"]  # missing
+    _cache(redis_client, entries, monitor_alive=False)
+    redis_client.set(events.heartbeat_key(), str(time.time() - 60))  # died a minute ago
+    snap = capture.snapshot_capture(title="d", description=None, use_cache=True, created_by=None)
+    assert (snap.live_count, snap.reread_count) == (0, 0)
+    assert (snap.stale_count, snap.failed_count) == (6, 1)
+    rows = _values(snap)
+    stale = rows["C:A:SP"]
+    assert stale.sp_num == 2.0  # the last cached value is kept ...
+    assert stale.sp_source == ValueSource.CACHE
+    assert stale.sp_age > 590  # ... with its age ...
+    assert stale.sp_error.startswith("Direct read failed")  # ... and why it is not fresh
+    recent = rows["C:A:SP"]
+    assert recent.rb_source == ValueSource.CACHE and recent.rb_error.startswith("Direct read")
 
 
 def test_use_cache_false_reads_everything_directly(catalog, redis_client, settings, quiet_epics):
@@ -239,30 +265,31 @@ def test_enqueue_happens_on_commit(catalog, django_capture_on_commit_callbacks):
 def test_a_live_monitor_vouches_for_old_unchanged_values(
     catalog, redis_client, settings, quiet_epics
 ):
-    settings.SNAPSHOT_MAX_CACHE_AGE = 60.0
     settings.EPICS_TIMEOUT = 0.3
     entries = _all_fresh()
     entries["C:A:SP"] = {**_fresh(2.0), "updated_at": time.time() - 3600}  # unchanged for 1 h
     _cache(redis_client, entries)
     # The monitor's heartbeat is fresh: its subscription keeps the old value current.
-    redis_client.set(events.heartbeat_key(), str(time.time()))
     snap = capture.snapshot_capture(title="v", description=None, use_cache=True, created_by=None)
     assert (snap.live_count, snap.stale_count) == (7, 0)
     row = SnapshotValue.objects.get(snapshot=snap, pv_name="C:A:SP")
     assert row.sp_num == 2.0 and row.sp_source == ValueSource.CACHE and row.sp_age < 60
-    # A dead monitor (old heartbeat, or one shard's heartbeat old) vouches for nothing.
+    # Two shards, shard 1's heartbeat old: the addresses it owns are re-read (and, nobody
+    # answering here, kept as stale); shard 0's are still current.
+    redis_client.set(events.shards_key(), "2")
     redis_client.set(events.heartbeat_key(1), str(time.time() - 3600))
+    dead = {a for a in entries if cache.shard_of(a, 2) == 1}
+    assert 0 < len(dead) < len(entries)
     snap = capture.snapshot_capture(title="w", description=None, use_cache=True, created_by=None)
-    assert (snap.live_count, snap.stale_count) == (6, 1)
-
-
-def test_monitor_vouched_at(redis_client):
-    now = time.time()
-    assert capture.monitor_vouched_at(now=now) is None
-    redis_client.set(events.heartbeat_key(), str(now - 1))
-    assert capture.monitor_vouched_at(now=now) == pytest.approx(now - 1)
-    redis_client.set(events.heartbeat_key(2), "garbage")
-    assert capture.monitor_vouched_at(now=now) is None
+    assert (snap.live_count, snap.stale_count) == (7 - len(dead), len(dead))
+    errors = {}
+    for row in _values(snap).values():
+        if row.setpoint_address:
+            errors[row.setpoint_address] = row.sp_error
+        if row.readback_address:
+            errors[row.readback_address] = row.rb_error
+    assert {a for a, e in errors.items() if e and e.startswith("Direct read failed")} == dead
+    assert all(errors[a] is None for a in set(errors) - dead)
 
 
 def test_a_broker_that_refuses_the_task_fails_the_job(db):

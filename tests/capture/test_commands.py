@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def cached(db, redis_client):
+def cached(db, redis_client, monitor_heartbeat):
     PV.objects.create(setpoint_address="CMD:A:SP", readback_address="CMD:A:RBV")
     now = time.time()
     redis_client.hset(

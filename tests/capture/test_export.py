@@ -22,7 +22,7 @@ TS = 1_769_555_000.25
 
 
 @pytest.fixture
-def snapshot(db, redis_client):
+def snapshot(db, redis_client, monitor_heartbeat):
     PV.objects.create(setpoint_address="X:A:SP", readback_address="X:A:RBV")
     PV.objects.create(setpoint_address="X:ENUM:SP")
     PV.objects.create(setpoint_address="X:STR:SP")

@@ -33,7 +33,7 @@ def wait_job(job_id: str, *, timeout: float, until=("completed", "failed")) -> J
     raise AssertionError(f"job {job_id} still {job.status} ({job.message}) after {timeout} s")
 
 
-def test_worker_captures_from_cache(redis_client, workers):
+def test_worker_captures_from_cache(redis_client, workers, monitor_heartbeat):
     pvs = [
         PV.objects.create(setpoint_address=f"E2E:{i}:SP", readback_address=f"E2E:{i}:RBV")
         for i in range(50)
@@ -103,7 +103,7 @@ def test_sigkilled_worker_job_is_retried_once(redis_client, workers, quiet_epics
     assert SnapshotValue.objects.filter(snapshot=snap).count() == 20
 
 
-def test_take_snapshot_command_follows_the_worker(redis_client, workers):
+def test_take_snapshot_command_follows_the_worker(redis_client, workers, monitor_heartbeat):
     PV.objects.create(setpoint_address="CLI:SP")
     redis_client.hset(
         events.values_hash(),
