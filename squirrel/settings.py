@@ -221,7 +221,6 @@ MONITOR_CATALOG_POLL = env_float("SQUIRREL_MONITOR_CATALOG_POLL", 2.0, minimum=0
 MONITOR_ALIVE_SECONDS = env_float("SQUIRREL_MONITOR_ALIVE_SECONDS", 5.0, minimum=0.5)
 
 # --- Snapshots, restore, live values -------------------------------------------------------------
-SNAPSHOT_MAX_CACHE_AGE = env_float("SQUIRREL_SNAPSHOT_MAX_CACHE_AGE", 300.0, minimum=0.0)
 PLAN_MAX_AGE = env_float("SQUIRREL_PLAN_MAX_AGE", 300.0, minimum=1.0)
 RESTORE_SETTLE_TIME = env_float("SQUIRREL_RESTORE_SETTLE_TIME", 2.0, minimum=0.0)
 RESTORE_HEARTBEAT_STALE = env_float("SQUIRREL_RESTORE_HEARTBEAT_STALE", 15.0, minimum=2.0)
