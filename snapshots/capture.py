@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -120,16 +120,15 @@ def values_collect(
         # Current: connected, no error, and its shard's monitor alive (module docstring,
         # step 3). The loop runs 95K times per capture: its tests are ordered and inlined.
         for address, entry in cached.items() if liveness.any_alive else ():
-            get = entry.get
-            if not get("connected") or get("error"):
+            if not entry.get("connected") or entry.get("error"):
                 continue
             beat = vouchers[shard_of(address, shards)] if shards > 1 else vouchers[0]
             if beat is None:
                 continue
-            confirmed = get("updated_at")
+            confirmed = entry.get("updated_at")
             if confirmed is None or confirmed < beat:
                 confirmed = beat
-            value = get("value")
+            value: Any = entry.get("value")  # None is one of the cases type() dispatches on
             cls = type(value)
             if cls is float:
                 if value - value != 0.0:  # NaN or infinite
@@ -152,24 +151,24 @@ def values_collect(
             direct = bridge.read(to_read, settings.EPICS_TIMEOUT, on_chunk=on_chunk)
         read_at = time.time()
         for address in to_read:
-            entry = direct.get(address)
-            if entry is not None and entry.get("connected") and not entry.get("error"):
-                captured[address] = _Captured(values.clean(entry), ValueSource.DIRECT, 0.0)
+            read = direct.get(address)
+            if read is not None and read.get("connected") and not read.get("error"):
+                captured[address] = _Captured(values.clean(read), ValueSource.DIRECT, 0.0)
                 counts.reread += 1
                 continue
-            if entry is not None and entry.get("connected") and entry.get("error"):
+            if read is not None and read.get("connected") and read.get("error"):
                 # Read fine but not finite: keep it (value null, error says so).
-                captured[address] = _Captured(values.clean(entry), ValueSource.DIRECT, 0.0)
+                captured[address] = _Captured(values.clean(read), ValueSource.DIRECT, 0.0)
                 counts.reread += 1
                 continue
-            error = (entry or {}).get("error") or NO_ANSWER
+            error = (read or {}).get("error") or NO_ANSWER
             old = cached.get(address)
             if _has_value(old):
                 assert old is not None
                 kept = values.clean(old)
                 kept = {**kept, "error": f"Direct read failed: {error}"}
-                age = read_at - old["updated_at"] if old.get("updated_at") else None
-                captured[address] = _Captured(kept, ValueSource.CACHE, age)
+                kept_age = read_at - old["updated_at"] if old.get("updated_at") else None
+                captured[address] = _Captured(kept, ValueSource.CACHE, kept_age)
                 counts.stale += 1
             else:
                 captured[address] = _Captured(_failure(error), ValueSource.DIRECT, None)
@@ -203,7 +202,7 @@ def captured_values_build(
 @gc_paused()  # a million short-lived objects: keep the cyclic collector out
 def snapshot_capture(
     *,
-    title: str,
+    title: object,
     description: str | None,
     use_cache: bool,
     created_by: str | None,

@@ -52,12 +52,17 @@ def _created_by(request: Request) -> str | None:
     return principal.name if principal is not None and principal.name != "anonymous" else None
 
 
-def _description(data: Any) -> str | None:
+def _body(data: Any) -> dict[str, Any]:
+    """The request body as an object, else 422."""
     if not isinstance(data, dict):
         raise Invalid(
             "Validation error: body: expected an object",
             [{"loc": ["body"], "msg": "Input should be an object", "type": "dict_type"}],
         )
+    return data
+
+
+def _description(data: dict[str, Any]) -> str | None:
     for key in ("comment", "description"):
         value = data.get(key)
         if value is not None:
@@ -76,8 +81,9 @@ class SnapshotCreateView(APIView):
     def post(self, request: Request) -> Response:
         run_async = query_bool(request, "async", True)
         use_cache = query_bool(request, "use_cache", True)
-        description = _description(request.data)
-        title = request.data.get("title")  # checked by the service (snapshot_title_clean)
+        data = _body(request.data)
+        description = _description(data)
+        title = data.get("title")  # checked by the service (snapshot_title_clean)
         if not run_async:
             snapshot = capture.snapshot_capture(
                 title=title,
@@ -92,6 +98,7 @@ class SnapshotCreateView(APIView):
             use_cache=use_cache,
             created_by=_created_by(request),
         )
+        assert job.job_data is not None  # snapshot_create_enqueue creates the job with its data
         message = services.snapshot_create_queued_message(
             title=job.job_data["title"], use_cache=use_cache
         )

@@ -165,8 +165,9 @@ def _value_columns(entry: Entry) -> tuple[int, float | None, str | None, str | N
     error = entry.get("error")
     if value is None:
         return KIND_NONE, None, None, None, error
-    if entry.get("index") is not None:
-        return KIND_ENUM, float(entry["index"]), str(value), None, error
+    index = entry.get("index")
+    if index is not None:
+        return KIND_ENUM, float(index), str(value), None, error
     cls = type(value)
     if cls is float:
         if value - value == 0.0:

@@ -29,8 +29,9 @@ class SnapshotQuerySet(models.QuerySet):
             return self
         # SnapshotValue through the relation: models.py imports this module, not the reverse.
         snapshot_value = self.model._meta.get_field("values").related_model
+        assert snapshot_value is not None  # a reverse relation always has its model
         tagged_pvs = Tag.pvs.through.objects.filter(tag_id__in=list(tag_ids)).values("pv_id")
-        holding = snapshot_value.objects.filter(
+        holding = snapshot_value._default_manager.filter(
             snapshot_id=models.OuterRef("pk"), pv_id__in=tagged_pvs
         )
         return self.filter(models.Exists(holding))

@@ -189,7 +189,9 @@ class SnapshotSummaryOutSerializer(serializers.Serializer):
 
 class EpicsValueOutSerializer(serializers.Serializer):
     value = serializers.JSONField(help_text="scalar, string, list; an enum's integer index")
-    label = serializers.CharField(allow_null=True, help_text="an enum's string, else null")
+    # A declared field named like a Field attribute (DRF's metaclass moves it into
+    # _declared_fields; the stubs see it as overriding Field.label / Field.source).
+    label = serializers.CharField(allow_null=True, help_text="an enum's string, else null")  # type: ignore[assignment]
     status = serializers.IntegerField(allow_null=True)
     severity = serializers.IntegerField(allow_null=True)
     timestamp = serializers.DateTimeField(allow_null=True)
@@ -197,7 +199,7 @@ class EpicsValueOutSerializer(serializers.Serializer):
     precision = serializers.IntegerField(allow_null=True)
     upper_ctrl_limit = serializers.FloatField(allow_null=True)
     lower_ctrl_limit = serializers.FloatField(allow_null=True)
-    source = serializers.ChoiceField(choices=["cache", "direct"], allow_null=True)
+    source = serializers.ChoiceField(choices=["cache", "direct"], allow_null=True)  # type: ignore[assignment]
     age = serializers.FloatField(allow_null=True, help_text="seconds the cached value was old")
     connected = serializers.BooleanField(allow_null=True)
     error = serializers.CharField(allow_null=True)

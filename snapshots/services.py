@@ -58,7 +58,7 @@ def snapshot_create_queued_message(*, title: str, use_cache: bool) -> str:
 
 
 def snapshot_create_enqueue(
-    *, title: str, description: str | None, use_cache: bool, created_by: str | None
+    *, title: object, description: str | None, use_cache: bool, created_by: str | None
 ) -> Job:
     """Create a ``snapshot_create`` job and enqueue its task once the job row is committed."""
     title = snapshot_title_clean(title)

@@ -69,7 +69,7 @@ _COPY_SQL = f"COPY snapshot_value ({', '.join(COPY_COLUMNS)}) FROM STDIN"
 class CapturedValue:
     """One PV's captured setpoint and readback, with how each was obtained."""
 
-    pv_id: uuid.UUID | None
+    pv_id: uuid.UUID | str | None  # text from the capture's catalog, UUID when read back
     pv_name: str
     setpoint_address: str | None = None
     readback_address: str | None = None
@@ -133,15 +133,14 @@ def snapshot_values_write(*, snapshot: Snapshot, values: Iterable[CapturedValue]
     rows = values if isinstance(values, list | tuple) else list(values)
     # Each row's metadata keys, kept for the second pass (computing them costs as much as
     # the rest of a row).
-    keys: dict[tuple[Any, ...], None] = {}
+    keys: dict[tuple[Any, ...] | None, None] = {}
     row_keys: list[tuple[Any, Any]] = []
     for v in rows:
         sp_key = meta_key(v.setpoint) if v.setpoint is not None else None
         rb_key = meta_key(v.readback) if v.readback is not None else None
         keys[sp_key] = keys[rb_key] = None
         row_keys.append((sp_key, rb_key))
-    keys.pop(None, None)
-    metas: dict[Any, int | None] = {**meta_ids(keys), None: None}
+    metas: dict[Any, int | None] = {**meta_ids(k for k in keys if k is not None), None: None}
     snapshot_id = str(snapshot.pk)
     with connection.cursor() as cursor:
         # pv_id has no database constraint (models.SnapshotValue.pv): no PV may be deleted

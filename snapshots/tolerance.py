@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -28,7 +28,7 @@ def _as_float(value: Any) -> float | None:
 _ARRAY_TYPES = (list, tuple, np.ndarray)
 
 
-def is_array(value: Any) -> bool:
+def is_array(value: Any) -> TypeGuard[list[Any] | tuple[Any, ...] | np.ndarray]:
     return isinstance(value, _ARRAY_TYPES)
 
 
@@ -41,7 +41,13 @@ class ArrayDiff:
     max_abs_delta: float | None
 
 
-def array_compare(v1: Sequence[Any], v2: Sequence[Any], *, abs_tol: float, rel_tol: float):
+def array_compare(
+    v1: Sequence[Any] | np.ndarray,
+    v2: Sequence[Any] | np.ndarray,
+    *,
+    abs_tol: float,
+    rel_tol: float,
+):
     """Compare two arrays element by element with the scalar rule.
 
     Elements beyond the shorter length all count as differing. Numeric arrays are compared

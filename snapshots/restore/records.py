@@ -270,7 +270,7 @@ def plan_items_rows(
     qs = RestorePlanItem.objects.filter(plan=plan)
     if action is not None:
         qs = qs.filter(action=action)
-    qs = qs.order_by("action", "pv_name", "id").values_list(
+    rows = qs.order_by("action", "pv_name", "id").values_list(
         "pv_id",
         "pv_name",
         "setpoint_address",
@@ -282,8 +282,8 @@ def plan_items_rows(
         "note",
     )
     if limit is not None:
-        return qs[offset : offset + limit].iterator(chunk_size=5000)
-    return qs[offset:].iterator(chunk_size=5000) if offset else qs.iterator(chunk_size=5000)
+        return rows[offset : offset + limit].iterator(chunk_size=5000)
+    return rows[offset:].iterator(chunk_size=5000) if offset else rows.iterator(chunk_size=5000)
 
 
 def outcome_rows(
@@ -297,7 +297,7 @@ def outcome_rows(
         *(When(outcome=o, then=Value(i)) for i, o in enumerate(OUTCOME_ORDER)),
         output_field=IntegerField(),
     )
-    qs = (
+    rows = (
         qs.annotate(rank=rank)
         .order_by("rank", "pv_name", "id")
         .values_list(
@@ -305,4 +305,4 @@ def outcome_rows(
         )
     )
     end = offset + limit if limit is not None else None
-    return qs[offset:end].iterator(chunk_size=5000)
+    return rows[offset:end].iterator(chunk_size=5000)

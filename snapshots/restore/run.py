@@ -42,16 +42,13 @@ def restore_fail(*, restore_id: Any, error: str) -> Restore | None:
             Restore.Status.PENDING,
         ):
             return None
-        if restore.plan_id is not None:
+        plan = restore.plan  # no query when plan_id is null
+        if plan is not None:
             recorded = set(
                 RestoreOutcome.objects.filter(restore=restore).values_list("item_id", flat=True)
             )
             boundary = restore.attempted_through or 0
-            missing = [
-                i
-                for i in items_load(restore.plan)
-                if i.id not in recorded  # type: ignore[arg-type]
-            ]
+            missing = [i for i in items_load(plan) if i.id not in recorded]
             outcomes_write(
                 restore.pk,
                 (

@@ -63,7 +63,7 @@ def _no_answer() -> values.Entry:
 def catalog_rows(rows: Iterable[PlanRow | Item]) -> list[Any]:
     return [
         CatalogRow(
-            pv_id=r.pv_id,  # type: ignore[arg-type]
+            pv_id=r.pv_id,
             setpoint_address=r.setpoint_address,
             readback_address=r.readback_address,
             config_address=None,
@@ -82,7 +82,7 @@ def safety_store(
     for address in wanted:
         got = captured.get(address)
         entry = got.entry if got is not None else None
-        if entry is None or entry.get("value") is None:
+        if got is None or entry is None or entry.get("value") is None:
             counts.failed += 1
         elif got.source == ValueSource.DIRECT:
             counts.reread += 1

@@ -45,7 +45,8 @@ def verify_chunk(
 ) -> list[Result]:
     """Write ``items`` with completion, then read back and judge each one."""
     clock = clock or Clock()
-    targets = {item.setpoint_address: item.saved for item in items}  # type: ignore[misc]
+    # Only ``write`` items reach here, and a write always has a setpoint address (plan.py).
+    targets: dict[str, Any] = {item.setpoint_address: item.saved for item in items}  # type: ignore[misc]
     puts = ca.write(targets, timeout)
     clock.lap("write")
     results: dict[int, Result] = {}

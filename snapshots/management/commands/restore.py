@@ -126,9 +126,11 @@ class Command(BaseCommand):
         thread = threading.Thread(target=run, name="restore")
         thread.start()
         last = None
+        # A new restore always has its job; without one there is no progress to show.
+        jobs = Job.objects.filter(pk=restore.job_id) if restore.job_id else Job.objects.none()
         while thread.is_alive():
             thread.join(0.5)
-            job = Job.objects.filter(pk=restore.job_id).values_list("progress", "message").first()
+            job = jobs.values_list("progress", "message").first()
             if job and job != last:
                 self.stdout.write(f"  {job[0]:>3}%  {job[1] or ''}")
                 last = job
