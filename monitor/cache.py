@@ -112,6 +112,20 @@ class Liveness:
         oldest = self.oldest
         return None if oldest is None else round(max(0.0, self.now - oldest), 3)
 
+    def missing(self) -> str | None:
+        """Why there is no usable heartbeat, in words; None if every shard has one."""
+        for shard, (raw, beat) in enumerate(zip(self.raw, self.beats, strict=True)):
+            if beat is None:
+                one = self.shards == 1
+                if raw is None:
+                    return "No heartbeat from " + (
+                        "the monitor" if one else f"monitor shard {shard}"
+                    )
+                return (
+                    "Unreadable heartbeat" + ("" if one else f" from shard {shard}") + f": {raw!r}"
+                )
+        return None
+
     def vouchers(self) -> tuple[float | None, ...]:
         """Per shard: its heartbeat while alive, else None."""
         return tuple(self.beats[s] if self.shard_alive(s) else None for s in range(self.shards))

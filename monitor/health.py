@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
@@ -123,69 +122,8 @@ def epics_test(*, pv: str) -> dict[str, Any]:
 # --- monitor state -------------------------------------------------------------------------
 
 
-@dataclass
-class MonitorState:
-    """What the monitor last wrote (``monitor.cache.monitor_state``), as the routes see it: the
-    heartbeat of the whole catalog is its oldest shard's, alive only if every shard is."""
-
-    raw: cache.MonitorState
-
-    @property
-    def liveness(self) -> cache.Liveness:
-        return self.raw.liveness
-
-    @property
-    def age(self) -> float | None:
-        return self.liveness.oldest_age
-
-    @property
-    def heartbeat(self) -> float | None:
-        return self.liveness.oldest
-
-    @property
-    def alive(self) -> bool:
-        return self.liveness.alive
-
-    @property
-    def cached(self) -> int:
-        return self.raw.cached
-
-    @property
-    def disconnected(self) -> int:
-        return self.raw.disconnected
-
-    @property
-    def leader(self) -> str | None:
-        return self.raw.leader
-
-    @property
-    def stats(self) -> dict[str, str]:
-        return self.raw.stats
-
-    @property
-    def last_check(self) -> float | None:
-        return _float(self.stats.get("last_check"))
-
-    def missing(self) -> str | None:
-        """Why there is no usable heartbeat, in words; None if every shard has one."""
-        liveness = self.liveness
-        for shard, (raw, beat) in enumerate(zip(liveness.raw, liveness.beats, strict=True)):
-            if beat is None:
-                one = liveness.shards == 1
-                if raw is None:
-                    return "No heartbeat from " + (
-                        "the monitor" if one else f"monitor shard {shard}"
-                    )
-                return (
-                    "Unreadable heartbeat" + ("" if one else f" from shard {shard}") + f": {raw!r}"
-                )
-        return None
-
-
-def monitor_state() -> MonitorState:
-    """Heartbeats, cache size, disconnected count, leader and watchdog stats (raises
-    RedisError)."""
-    return MonitorState(cache.monitor_state())
+def _last_check(state: cache.MonitorState) -> float | None:
+    return _float(state.stats.get("last_check"))
 
 
 class Heartbeat(TypedDict):
@@ -199,44 +137,44 @@ def heartbeat_read() -> Heartbeat:
     """The monitor's heartbeat (its oldest shard's); never raises (a Redis failure is reported
     in ``error``)."""
     try:
-        state = monitor_state()
+        state = cache.monitor_state()
     except redis.RedisError as exc:
         return {"timestamp": None, "alive": False, "age_seconds": None, "error": str(exc)}
-    missing = state.missing()
+    missing = state.liveness.missing()
     if missing is not None:
         error = missing if missing.startswith("No heartbeat") else missing.split(":")[0]
         return {"timestamp": None, "alive": False, "age_seconds": None, "error": error}
     return {
-        "timestamp": state.heartbeat,
-        "alive": state.alive,
-        "age_seconds": state.age,
+        "timestamp": state.liveness.oldest,
+        "alive": state.liveness.alive,
+        "age_seconds": state.liveness.oldest_age,
         "error": None,
     }
 
 
 def monitor_health() -> dict[str, Any]:
     """GET health/monitor (raises RedisError)."""
-    state = monitor_state()
-    monitored = _int(state.stats.get("monitored_pvs"))
+    state = cache.monitor_state()
+    alive = state.liveness.alive
     return {
-        "alive": state.alive,
-        "last_heartbeat": iso(state.heartbeat),
-        "heartbeat_age_seconds": state.age,
+        "alive": alive,
+        "last_heartbeat": iso(state.liveness.oldest),
+        "heartbeat_age_seconds": state.liveness.oldest_age,
         "total_cached_pvs": state.cached,
         "connected_pvs": max(0, state.cached - state.disconnected),
         "disconnected_pvs": state.disconnected,
-        "monitored_pvs": monitored if state.alive else 0,
-        "active_subscriptions": _int(state.stats.get("connected_pvs")) if state.alive else 0,
-        "monitor_running": state.alive,
-        "watchdog_running": state.alive and bool(state.stats),
-        "watchdog_last_check": iso(state.last_check),
+        "monitored_pvs": _int(state.stats.get("monitored_pvs")) if alive else 0,
+        "active_subscriptions": _int(state.stats.get("connected_pvs")) if alive else 0,
+        "monitor_running": alive,
+        "watchdog_running": alive and bool(state.stats),
+        "watchdog_last_check": iso(_last_check(state)),
     }
 
 
 def monitor_status() -> dict[str, Any]:
     """GET health/monitor/status: healthy, stale (heartbeat > 30 s), unknown or error."""
     try:
-        state = monitor_state()
+        state = cache.monitor_state()
     except redis.RedisError as exc:
         return {
             "status": "unknown",
@@ -244,16 +182,17 @@ def monitor_status() -> dict[str, Any]:
             "age_seconds": None,
             "leader": None,
         }
-    missing = state.missing()
+    missing = state.liveness.missing()
+    age = state.liveness.oldest_age
     if missing is not None and missing.startswith("No heartbeat"):
         status, message = "unknown", missing
     elif missing is not None:
         status, message = "error", missing
-    elif (state.age or 0.0) > MONITOR_STALE_SECONDS:
-        status, message = "stale", f"Last heartbeat {state.age:.1f} s ago"
+    elif (age or 0.0) > MONITOR_STALE_SECONDS:
+        status, message = "stale", f"Last heartbeat {age:.1f} s ago"
     else:
         status, message = "healthy", "Monitor is running"
-    return {"status": status, "message": message, "age_seconds": state.age, "leader": state.leader}
+    return {"status": status, "message": message, "age_seconds": age, "leader": state.leader}
 
 
 def _watchdog(stats: dict[str, str]) -> dict[str, Any]:
@@ -306,7 +245,7 @@ def summary_read() -> dict[str, Any]:
     """GET health/summary: healthy, degraded or unhealthy, with the issues found; never
     raises."""
     try:
-        state = monitor_state()
+        state = cache.monitor_state()
     except redis.RedisError as exc:
         return {
             "status": "unhealthy",
@@ -323,29 +262,30 @@ def summary_read() -> dict[str, Any]:
     total, disconnected = state.cached, state.disconnected
     percent = round(100.0 * disconnected / total, 2) if total else 0.0
     issues = []
-    if not state.alive:
-        dead = state.liveness.dead_shards
-        which = "" if state.liveness.shards == 1 else f" (shards {', '.join(map(str, dead))})"
+    liveness, age = state.liveness, state.liveness.oldest_age
+    if not liveness.alive:
+        dead = liveness.dead_shards
+        which = "" if liveness.shards == 1 else f" (shards {', '.join(map(str, dead))})"
         issues.append(
             f"Monitor is not alive{which}: no heartbeat"
-            if state.age is None
-            else f"Monitor is not alive{which}: last heartbeat {state.age:.1f} s ago"
+            if age is None
+            else f"Monitor is not alive{which}: last heartbeat {age:.1f} s ago"
         )
     if percent > HIGH_DISCONNECT_PERCENT:
         issues.append(f"High disconnection rate: {percent:.1f}% of PVs disconnected")
     elif percent > SOME_DISCONNECT_PERCENT:
         issues.append(f"Some PVs disconnected: {percent:.1f}%")
-    status = "unhealthy" if not state.alive else ("degraded" if issues else "healthy")
+    status = "unhealthy" if not state.liveness.alive else ("degraded" if issues else "healthy")
     return {
         "status": status,
-        "monitor_alive": state.alive,
-        "heartbeat_age_seconds": state.age,
+        "monitor_alive": state.liveness.alive,
+        "heartbeat_age_seconds": state.liveness.oldest_age,
         "total_pvs": total,
         "connected_pvs": max(0, total - disconnected),
         "disconnected_pvs": disconnected,
         "disconnected_percentage": percent,
-        "watchdog_running": state.alive and bool(state.stats),
-        "last_watchdog_check": iso(state.last_check),
+        "watchdog_running": state.liveness.alive and bool(state.stats),
+        "last_watchdog_check": iso(_last_check(state)),
         "issues": issues,
     }
 

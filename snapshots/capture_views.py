@@ -24,42 +24,8 @@ from snapshots.serializers import (
     SnapshotExportOutSerializer,
     snapshot_summary_dto,
 )
-from squirrel.auth import request_principal
-from squirrel.exceptions import Invalid
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def query_bool(request: Request, name: str, default: bool) -> bool:
-    """A boolean query parameter (true/false/1/0/yes/no/on/off), else 422."""
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    lowered = raw.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise Invalid(
-        f"Validation error: {name}: not a boolean",
-        [{"loc": ["query", name], "msg": "Input should be a valid boolean", "type": "bool"}],
-    )
-
-
-def _created_by(request: Request) -> str | None:
-    principal = request_principal(request)
-    return principal.name if principal is not None and principal.name != "anonymous" else None
-
-
-def _body(data: Any) -> dict[str, Any]:
-    """The request body as an object, else 422."""
-    if not isinstance(data, dict):
-        raise Invalid(
-            "Validation error: body: expected an object",
-            [{"loc": ["body"], "msg": "Input should be an object", "type": "dict_type"}],
-        )
-    return data
+from squirrel.auth import created_by
+from squirrel.http import body_object, invalid, query_bool
 
 
 def _description(data: dict[str, Any]) -> str | None:
@@ -67,9 +33,11 @@ def _description(data: dict[str, Any]) -> str | None:
         value = data.get(key)
         if value is not None:
             if not isinstance(value, str):
-                raise Invalid(
-                    f"Validation error: {key}: not a string",
-                    [{"loc": ["body", key], "msg": "Input should be a string", "type": "str"}],
+                raise invalid(
+                    ["body", key],
+                    "Input should be a string",
+                    "str",
+                    message=f"Validation error: {key}: not a string",
                 )
             return services.text_without_nul(key, value)
     return None
@@ -79,9 +47,9 @@ class SnapshotCreateView(APIView):
     """POST /v1/snapshots: queue a capture job (``async=true``) or capture now."""
 
     def post(self, request: Request) -> Response:
-        run_async = query_bool(request, "async", True)
-        use_cache = query_bool(request, "use_cache", True)
-        data = _body(request.data)
+        run_async = query_bool(request.query_params, "async", True)
+        use_cache = query_bool(request.query_params, "use_cache", True)
+        data = body_object(request.data)
         description = _description(data)
         title = data.get("title")  # checked by the service (snapshot_title_clean)
         if not run_async:
@@ -89,14 +57,14 @@ class SnapshotCreateView(APIView):
                 title=title,
                 description=description,
                 use_cache=use_cache,
-                created_by=_created_by(request),
+                created_by=created_by(request),
             )
             return Response(snapshot_summary_dto(snapshot))
         job = services.snapshot_create_enqueue(
             title=title,
             description=description,
             use_cache=use_cache,
-            created_by=_created_by(request),
+            created_by=created_by(request),
         )
         assert job.job_data is not None  # snapshot_create_enqueue creates the job with its data
         message = services.snapshot_create_queued_message(
@@ -121,12 +89,14 @@ def compare_filters(request: Request) -> compare.CompareFilters:
     qualities = tuple(request.query_params.getlist("quality"))
     bad = [q for q in qualities if q not in QUALITIES]
     if bad:
-        raise Invalid(
-            f"Validation error: quality: must be one of {', '.join(QUALITIES)}",
-            [{"loc": ["query", "quality"], "msg": f"Unknown quality {bad[0]!r}", "type": "enum"}],
+        raise invalid(
+            ["query", "quality"],
+            f"Unknown quality {bad[0]!r}",
+            "enum",
+            message=f"Validation error: quality: must be one of {', '.join(QUALITIES)}",
         )
     return compare.CompareFilters(
-        only_different=query_bool(request, "onlyDifferent", True),
+        only_different=query_bool(request.query_params, "onlyDifferent", True),
         tag_ids=tuple(_tag_id(t) for t in request.query_params.getlist("tags") if t.strip()),
         qualities=qualities,
     )
@@ -137,9 +107,11 @@ def _tag_id(raw: str) -> str:
     try:
         return str(uuid.UUID(raw.strip()))
     except ValueError:
-        raise Invalid(
-            f"Validation error: tags: {raw!r} is not a valid UUID",
-            [{"loc": ["query", "tags"], "msg": "Input should be a valid UUID", "type": "uuid"}],
+        raise invalid(
+            ["query", "tags"],
+            "Input should be a valid UUID",
+            "uuid",
+            message=f"Validation error: tags: {raw!r} is not a valid UUID",
         ) from None
 
 
@@ -189,9 +161,11 @@ class SnapshotExportView(APIView):
     def get(self, request: Request, snapshot_id: str) -> StreamingHttpResponse:
         fmt = (request.query_params.get("format") or "json").lower()
         if fmt not in export.EXPORT_FORMATS:
-            raise Invalid(
-                "Validation error: format: must be csv or json",
-                [{"loc": ["query", "format"], "msg": "Must be csv or json", "type": "enum"}],
+            raise invalid(
+                ["query", "format"],
+                "Must be csv or json",
+                "enum",
+                message="Validation error: format: must be csv or json",
             )
         snapshot = services.snapshot_get(snapshot_id=snapshot_id)
         chunks = export.snapshot_export(snapshot=snapshot, fmt=fmt)

@@ -14,7 +14,7 @@ import orjson
 from rest_framework import serializers
 
 from snapshots.codec import DISPLAY_WIDTH, KIND_ENUM, KIND_FLOAT, SOURCE_NAMES, side_wire_value
-from snapshots.models import Outcome, PlanAction, Restore, Snapshot
+from snapshots.models import Snapshot
 from squirrel.api import MAX_QUERY_INT
 
 LIST_DEFAULT_LIMIT = 100
@@ -164,11 +164,6 @@ class SnapshotUpdateSerializer(serializers.Serializer):
         return out
 
 
-def query_data(params: Any, *names: str) -> dict[str, Any]:
-    """The named query parameters that are present and non-empty (``limit=`` means absent)."""
-    return {n: params.get(n) for n in names if params.get(n) not in (None, "")}
-
-
 # --- response shapes, for the OpenAPI schema only (the DTOs above are built by hand) ----------
 
 
@@ -270,119 +265,3 @@ class SnapshotExportOutSerializer(serializers.Serializer):
 
     snapshot = SnapshotSummaryOutSerializer()
     pvValues = serializers.ListField(child=serializers.DictField())
-
-
-# --- restores: request and response shapes, for the schema only (restore/views.py builds them)
-
-ACTION_CHOICES = [str(label) for _, label in PlanAction.choices]
-OUTCOME_CHOICES = [str(label) for _, label in Outcome.choices]
-
-
-class RestoreSelectionSerializer(serializers.Serializer):
-    """Which PVs of the snapshot a restore or plan covers; absent or empty body: all."""
-
-    pvIds = serializers.ListField(child=serializers.UUIDField(), required=False, allow_null=True)
-    tagFilters = serializers.ListField(
-        child=serializers.ListField(child=serializers.UUIDField()),
-        required=False,
-        allow_null=True,
-        help_text=(
-            "groups of tag ids: a PV is selected when it has a tag of every group (also "
-            "accepted: one flat list, or an object of group -> tag ids)"
-        ),
-    )
-
-
-class RestoreJobCreatedOutSerializer(JobCreatedOutSerializer):
-    restoreId = serializers.UUIDField()
-
-
-class RestoreFailureOutSerializer(serializers.Serializer):
-    pvId = serializers.UUIDField(allow_null=True)
-    pvName = serializers.CharField()
-    outcome = serializers.ChoiceField(choices=OUTCOME_CHOICES)
-    error = serializers.CharField()
-
-
-class RestoreResultOutSerializer(serializers.Serializer):
-    """RestoreResultDTO (contract §2.4, ``async=false``) plus counts and ids."""
-
-    totalPVs = serializers.IntegerField()
-    successCount = serializers.IntegerField()
-    failureCount = serializers.IntegerField()
-    failures = RestoreFailureOutSerializer(many=True)
-    counts = serializers.DictField(child=serializers.IntegerField())
-    restoreId = serializers.UUIDField()
-    safetySnapshotId = serializers.UUIDField(allow_null=True)
-
-
-class RestorePlanOutSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
-    snapshotId = serializers.UUIDField()
-    snapshotTitle = serializers.CharField()
-    createdAt = serializers.DateTimeField()
-    createdBy = serializers.CharField(allow_null=True)
-    ageSeconds = serializers.FloatField()
-    maxAgeSeconds = serializers.FloatField()
-    executable = serializers.BooleanField()
-    restoreId = serializers.UUIDField(allow_null=True)
-    pvIds = serializers.ListField(child=serializers.UUIDField(), allow_null=True)
-    tagFilters = serializers.ListField(child=serializers.ListField(child=serializers.UUIDField()))
-    total = serializers.IntegerField()
-    counts = serializers.DictField(child=serializers.IntegerField())
-    elapsedSeconds = serializers.FloatField()
-
-
-class RestorePlanItemOutSerializer(serializers.Serializer):
-    pvId = serializers.UUIDField(allow_null=True)
-    pvName = serializers.CharField()
-    setpointAddress = serializers.CharField(allow_null=True)
-    readbackAddress = serializers.CharField(allow_null=True)
-    action = serializers.ChoiceField(choices=ACTION_CHOICES)
-    delta = serializers.FloatField(allow_null=True)
-    note = serializers.CharField(allow_null=True)
-    savedValue = serializers.JSONField(allow_null=True)
-    liveValue = serializers.JSONField(allow_null=True)
-
-
-class RestorePlanDetailOutSerializer(RestorePlanOutSerializer):
-    items = RestorePlanItemOutSerializer(many=True)
-
-
-class RestoreOutSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
-    kind = serializers.ChoiceField(choices=Restore.Kind.choices)
-    status = serializers.ChoiceField(choices=Restore.Status.choices)
-    jobId = serializers.UUIDField(allow_null=True)
-    snapshotId = serializers.UUIDField(allow_null=True)
-    snapshotTitle = serializers.CharField(allow_blank=True)
-    planId = serializers.UUIDField(allow_null=True)
-    safetySnapshotId = serializers.UUIDField(allow_null=True)
-    revertsId = serializers.UUIDField(allow_null=True)
-    createdBy = serializers.CharField(allow_null=True)
-    createdAt = serializers.DateTimeField()
-    startedAt = serializers.DateTimeField(allow_null=True)
-    finishedAt = serializers.DateTimeField(allow_null=True)
-    heartbeatAt = serializers.DateTimeField(allow_null=True)
-    pvIds = serializers.ListField(child=serializers.UUIDField(), allow_null=True)
-    tagFilters = serializers.ListField(child=serializers.ListField(child=serializers.UUIDField()))
-    attempted = serializers.IntegerField()
-    total = serializers.IntegerField()
-    successCount = serializers.IntegerField()
-    failureCount = serializers.IntegerField()
-    counts = serializers.DictField(child=serializers.IntegerField())
-    error = serializers.CharField(allow_null=True)
-
-
-class RestoreOutcomeOutSerializer(serializers.Serializer):
-    pvId = serializers.UUIDField(allow_null=True)
-    pvName = serializers.CharField()
-    outcome = serializers.ChoiceField(choices=OUTCOME_CHOICES)
-    error = serializers.CharField(allow_null=True)
-    written = serializers.JSONField(allow_null=True)
-    setpointRead = serializers.JSONField(allow_null=True)
-    readbackRead = serializers.JSONField(allow_null=True)
-
-
-class RestoreDetailOutSerializer(RestoreOutSerializer):
-    outcomes = RestoreOutcomeOutSerializer(many=True)

@@ -15,7 +15,8 @@ from django.db import transaction
 from jobs import services as jobs
 from jobs.models import Job
 from snapshots.models import Snapshot
-from squirrel.exceptions import Invalid, NotFound
+from squirrel.exceptions import NotFound
+from squirrel.http import invalid
 
 log = logging.getLogger(__name__)
 
@@ -28,25 +29,26 @@ def text_without_nul(key: str, value: Any) -> Any:
     """``value``, unless it is a string holding NUL, which PostgreSQL cannot store (422)."""
     if isinstance(value, str) and "\x00" in value:
         msg = "Null characters are not allowed."
-        raise Invalid(
-            f"Validation error: {key}: {msg}",
-            [{"loc": ["body", key], "msg": msg, "type": "null_characters_not_allowed"}],
-        )
+        raise invalid(["body", key], msg, "null_characters_not_allowed")
     return value
 
 
 def snapshot_title_clean(title: Any) -> str:
     """The title, 1..255 characters after trimming, else Invalid (422)."""
     if not isinstance(title, str) or not title.strip():
-        raise Invalid(
-            "Validation error: title: field required",
-            [{"loc": ["body", "title"], "msg": "Field required", "type": "missing"}],
+        raise invalid(
+            ["body", "title"],
+            "Field required",
+            "missing",
+            message="Validation error: title: field required",
         )
     title = text_without_nul("title", title.strip())
     if len(title) > 255:
-        raise Invalid(
-            "Validation error: title: at most 255 characters",
-            [{"loc": ["body", "title"], "msg": "At most 255 characters", "type": "too_long"}],
+        raise invalid(
+            ["body", "title"],
+            "At most 255 characters",
+            "too_long",
+            message="Validation error: title: at most 255 characters",
         )
     return title
 

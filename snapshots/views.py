@@ -13,7 +13,6 @@ from typing import Any
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
-from rest_framework.exceptions import ErrorDetail
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -30,57 +29,17 @@ from snapshots.serializers import (
     SnapshotOutSerializer,
     SnapshotSummaryOutSerializer,
     SnapshotUpdateSerializer,
-    query_data,
     snapshot_summary_dto,
     value_row_json,
 )
 from snapshots.storage import snapshot_value_rows
 from squirrel.api import stream_json
-from squirrel.exceptions import Invalid
+from squirrel.http import body_object, query_data, valid, valid_filterset, validated
 
 
-def _valid(serializer: Any, where: str = "body") -> dict[str, Any]:
-    """validated_data, or Invalid (422) with the field errors located in ``where``."""
-    if serializer.is_valid():
-        return serializer.validated_data
-    errors = [
-        {"loc": [where, field], "msg": str(msg), "type": getattr(msg, "code", "invalid")}
-        for field, msgs in serializer.errors.items()
-        for msg in (msgs if isinstance(msgs, list) else [msgs])
-    ]
-    message = "; ".join(f"{e['loc'][1]}: {e['msg']}" for e in errors)
-    raise Invalid(f"Validation error: {message}", errors)
-
-
-class _FilterErrors:
-    """A FilterSet's errors in the shape ``_valid`` reads."""
-
-    def __init__(self, filterset: SnapshotFilterSet) -> None:
-        self.filterset = filterset
-
-    def is_valid(self) -> bool:
-        return self.filterset.is_valid()
-
-    @property
-    def errors(self) -> dict[str, list[Any]]:
-        """Each field's messages, with their codes (``ErrorDetail``, as a serializer's)."""
-        return {
-            field: [ErrorDetail(e["message"], e["code"] or "invalid") for e in errors]
-            for field, errors in self.filterset.errors.get_json_data().items()
-        }
-
-    @property
-    def validated_data(self) -> dict[str, Any]:
-        return {}
-
-
-def _body(request: Request) -> dict[str, Any]:
-    if not isinstance(request.data, dict):
-        raise Invalid(
-            "Validation error: body: expected an object",
-            [{"loc": ["body"], "msg": "Input should be an object", "type": "dict_type"}],
-        )
-    return request.data
+def _page_query(request: Request) -> dict[str, Any]:
+    """``limit``/``offset`` as serializer input (``limit=`` means absent)."""
+    return query_data(request.query_params, "limit", "offset", blank_is_absent=True)
 
 
 class SnapshotListView(APIView):
@@ -99,12 +58,13 @@ class SnapshotListView(APIView):
         responses=SnapshotSummaryOutSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
-        page = _valid(
-            SnapshotListQuerySerializer(data=query_data(request.query_params, "limit", "offset")),
+        page = validated(
+            SnapshotListQuerySerializer(data=_page_query(request)),
             "query",
         )
-        filterset = SnapshotFilterSet(request.query_params, queryset=Snapshot.objects.all())
-        _valid(_FilterErrors(filterset), "query")
+        filterset = valid_filterset(
+            SnapshotFilterSet(request.query_params, queryset=Snapshot.objects.all())
+        )
         snapshots = filterset.qs.newest_first()[page["offset"] : page["offset"] + page["limit"]]
         return Response([snapshot_summary_dto(s) for s in snapshots])
 
@@ -137,18 +97,14 @@ class SnapshotDetailView(APIView):
 
     @extend_schema(parameters=[SnapshotDetailQuerySerializer], responses=SnapshotOutSerializer)
     def get(self, request: Request, snapshot_id: str) -> StreamingHttpResponse:
-        query = _valid(
-            SnapshotDetailQuerySerializer(data=query_data(request.query_params, "limit", "offset")),
-            "query",
-        )
+        query = validated(SnapshotDetailQuerySerializer(data=_page_query(request)), "query")
         snapshot = services.snapshot_get(snapshot_id=snapshot_id)
         rows = _rows_json(snapshot.pk, query.get("limit"), query["offset"])
         return stream_json(snapshot_summary_dto(snapshot), "pvValues", rows, view=self)
 
     @extend_schema(request=SnapshotUpdateSerializer, responses=SnapshotSummaryOutSerializer)
     def put(self, request: Request, snapshot_id: str) -> Response:
-        serializer = SnapshotUpdateSerializer(data=_body(request))
-        _valid(serializer)
+        serializer = valid(SnapshotUpdateSerializer(data=body_object(request.data)))
         snapshot = services.snapshot_update(snapshot_id=snapshot_id, **serializer.to_service())
         return Response(snapshot_summary_dto(snapshot))
 

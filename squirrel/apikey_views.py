@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from squirrel import services
 from squirrel.auth import request_principal
+from squirrel.http import body_object, query_data, validated
 from squirrel.models import ApiKey
 
 
@@ -67,11 +68,9 @@ class ApiKeyCreatedOutSerializer(ApiKeyOutSerializer):
 
 def _query(request: Request, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
     """The serializer's flags from the query string (an empty value counts as absent)."""
-    names = serializer_class().fields
-    data = {k: v for k, v in request.query_params.items() if k in names and v}
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
+    names = tuple(serializer_class().fields)
+    data = query_data(request.query_params, *names, blank_is_absent=True)
+    return validated(serializer_class(data=data), "query")
 
 
 def _keys(request: Request):
@@ -93,9 +92,7 @@ class ApiKeyListView(APIView):
 
     @extend_schema(request=ApiKeyCreateSerializer, responses=ApiKeyCreatedOutSerializer)
     def post(self, request: Request) -> Response:
-        serializer = ApiKeyCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = validated(ApiKeyCreateSerializer(data=body_object(request.data)))
         created = services.api_key_create(
             app_name=data["appName"],
             read_access=data["readAccess"],

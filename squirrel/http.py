@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict, TypeVar
 
+from rest_framework.exceptions import ErrorDetail
 from rest_framework.serializers import BaseSerializer
 
 from squirrel.exceptions import Invalid, flatten_errors, validation_message
@@ -51,6 +52,19 @@ def validated(serializer: BaseSerializer, where: str = "body") -> Any:
     return valid(serializer, where).validated_data
 
 
+def valid_filterset(filterset: Any, where: str = "query") -> Any:
+    """A django-filter FilterSet, validated; else Invalid (422) with each field's messages and
+    codes located in ``where``, as a serializer's would be."""
+    if not filterset.is_valid():
+        detail = {
+            field: [ErrorDetail(e["message"], e["code"] or "invalid") for e in errors]
+            for field, errors in filterset.errors.get_json_data().items()
+        }
+        errors = flatten_errors(detail, where=where)
+        raise Invalid(validation_message(errors), errors)
+    return filterset
+
+
 def query_data(
     params: Any, *names: str, lists: tuple[str, ...] = (), blank_is_absent: bool = False
 ) -> dict[str, Any]:
@@ -64,6 +78,29 @@ def query_data(
         if name in params:
             data[name] = params.getlist(name)
     return data
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def query_bool(params: Any, name: str, default: bool) -> bool:
+    """A boolean query parameter (true/false/1/0/yes/no/on/off; absent or blank: ``default``),
+    else 422."""
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise invalid(
+        ["query", name],
+        "Input should be a valid boolean",
+        "bool",
+        message=f"Validation error: {name}: not a boolean",
+    )
 
 
 def body_object(data: Any, *, empty_ok: bool = False) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from squirrel.exceptions import Invalid
+from squirrel.http import invalid
 
 
 @dataclass(frozen=True)
@@ -36,18 +36,22 @@ class Selection:
 
 def _uuid_list(raw: Any, loc: str) -> tuple[uuid.UUID, ...]:
     if not isinstance(raw, list):
-        raise Invalid(
-            f"Validation error: {loc}: must be a list of ids",
-            [{"loc": ["body", loc], "msg": "Must be a list of ids", "type": "list_type"}],
+        raise invalid(
+            ["body", loc],
+            "Must be a list of ids",
+            "list_type",
+            message=f"Validation error: {loc}: must be a list of ids",
         )
     out = []
     for index, item in enumerate(raw):
         try:
             out.append(uuid.UUID(str(item)))
         except ValueError:
-            raise Invalid(
-                f"Validation error: {loc}.{index}: {item!r} is not a valid id",
-                [{"loc": ["body", loc, index], "msg": "Invalid UUID", "type": "uuid_parsing"}],
+            raise invalid(
+                ["body", loc, index],
+                "Invalid UUID",
+                "uuid_parsing",
+                message=f"Validation error: {loc}.{index}: {item!r} is not a valid id",
             ) from None
     return tuple(out)
 
@@ -68,9 +72,11 @@ def selection_parse(*, pv_ids: Any = None, tag_filters: Any = None) -> Selection
         elif isinstance(tag_filters, list):
             raw_groups = tag_filters
         else:
-            raise Invalid(
-                "Validation error: tagFilters: must be a list of lists of tag ids",
-                [{"loc": ["body", "tagFilters"], "msg": "Invalid", "type": "list_type"}],
+            raise invalid(
+                ["body", "tagFilters"],
+                "Invalid",
+                "list_type",
+                message="Validation error: tagFilters: must be a list of lists of tag ids",
             )
         groups = [_uuid_list(g, "tagFilters") for g in raw_groups]
     return Selection(pv_ids=ids, tag_filters=tuple(g for g in groups if g))

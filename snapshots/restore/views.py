@@ -6,41 +6,32 @@ Large listings (plan items, per-PV outcomes: up to 50K rows) are streamed with
 
 from __future__ import annotations
 
-from typing import Any
-
-from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from snapshots.capture_views import query_bool
-from snapshots.models import Restore, RestorePlan
+from snapshots.models import Restore
 from snapshots.restore.plan import (
     ACTION_BY_NAME,
-    ACTION_NAMES,
-    plan_age,
     restore_plan_create,
     restore_plan_get,
 )
 from snapshots.restore.records import (
     OUTCOME_BY_NAME,
-    OUTCOME_NAMES,
-    failures_list,
     outcome_rows,
     plan_items_rows,
     restore_get,
 )
 from snapshots.restore.request import (
     restore_plan_execute_request,
-    restore_queued_message,
     restore_request,
     restore_revert_request,
 )
 from snapshots.restore.run import restore_reap_orphans, restore_run
 from snapshots.restore.selection import Selection, selection_parse
-from snapshots.serializers import (
+from snapshots.restore.serializers import (
     ACTION_CHOICES,
     OUTCOME_CHOICES,
     RestoreDetailOutSerializer,
@@ -50,10 +41,16 @@ from snapshots.serializers import (
     RestorePlanOutSerializer,
     RestoreResultOutSerializer,
     RestoreSelectionSerializer,
+    job_created_dto,
+    outcome_json,
+    plan_dto,
+    plan_item_json,
+    restore_dto,
+    restore_result_dto,
 )
-from squirrel.api import MAX_QUERY_INT, dumps, stream_json
-from squirrel.auth import request_principal
-from squirrel.exceptions import Invalid
+from squirrel.api import MAX_QUERY_INT, stream_json
+from squirrel.auth import created_by
+from squirrel.http import body_object, invalid, query_bool
 
 MAX_LIST = 100
 
@@ -81,25 +78,8 @@ def _page_parameters(name: str, choices: list[str]) -> list[OpenApiParameter]:
     ]
 
 
-def _created_by(request: Request) -> str | None:
-    principal = request_principal(request)
-    return principal.name if principal is not None else None
-
-
-def _body(request: Request) -> dict[str, Any]:
-    data = request.data
-    if data is None or data == {} or data == "":
-        return {}
-    if not isinstance(data, dict):
-        raise Invalid(
-            "Validation error: body: expected an object",
-            [{"loc": ["body"], "msg": "Input should be an object", "type": "dict_type"}],
-        )
-    return data
-
-
 def _selection(request: Request) -> Selection:
-    body = _body(request)
+    body = body_object(request.data, empty_ok=True)
     return selection_parse(
         pv_ids=body.get("pvIds", body.get("pv_ids")),
         tag_filters=body.get("tagFilters", body.get("tag_filters")),
@@ -113,10 +93,7 @@ def _idempotency_key(request: Request) -> str | None:
     key = key.strip()
     if not key or len(key) > 255 or not key.isprintable():
         msg = "1 to 255 printable characters"
-        raise Invalid(
-            f"Validation error: Idempotency-Key: {msg}",
-            [{"loc": ["header", "Idempotency-Key"], "msg": msg, "type": "len"}],
-        )
+        raise invalid(["header", "Idempotency-Key"], msg, "len")
     return key
 
 
@@ -131,9 +108,8 @@ def _query_int(request: Request, name: str, default: int | None, *, minimum: int
         value = minimum - 1
     if not minimum <= value <= MAX_QUERY_INT:
         msg = f"An integer from {minimum} to {MAX_QUERY_INT}"
-        raise Invalid(
-            f"Validation error: {name}: {msg.lower()}",
-            [{"loc": ["query", name], "msg": msg, "type": "int"}],
+        raise invalid(
+            ["query", name], msg, "int", message=f"Validation error: {name}: {msg.lower()}"
         )
     return value
 
@@ -143,125 +119,13 @@ def _choice(request: Request, name: str, choices: dict[str, int]) -> int | None:
     if not raw:
         return None
     if raw not in choices:
-        raise Invalid(
-            f"Validation error: {name}: one of {', '.join(choices)}",
-            [{"loc": ["query", name], "msg": f"Unknown {name} {raw!r}", "type": "enum"}],
+        raise invalid(
+            ["query", name],
+            f"Unknown {name} {raw!r}",
+            "enum",
+            message=f"Validation error: {name}: one of {', '.join(choices)}",
         )
     return choices[raw]
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def job_created_dto(restore: Restore) -> dict[str, Any]:
-    """JobCreatedDTO (contract §2.4) plus the restore's id."""
-    return {
-        "jobId": str(restore.job_id),
-        "message": restore_queued_message(restore.snapshot_id),
-        "restoreId": str(restore.pk),
-    }
-
-
-def plan_dto(plan: RestorePlan) -> dict[str, Any]:
-    age = plan_age(plan)
-    executed = plan.restores.values_list("id", flat=True).first()
-    return {
-        "id": str(plan.pk),
-        "snapshotId": str(plan.snapshot_id),
-        "snapshotTitle": plan.snapshot.title,
-        "createdAt": _iso(plan.created_at),
-        "createdBy": plan.created_by,
-        "ageSeconds": round(age, 3),
-        "maxAgeSeconds": settings.PLAN_MAX_AGE,
-        "executable": executed is None and age <= settings.PLAN_MAX_AGE,
-        "restoreId": str(executed) if executed else None,
-        "pvIds": [str(p) for p in plan.pv_ids] if plan.pv_ids is not None else None,
-        "tagFilters": plan.tag_filters or [],
-        "total": plan.total,
-        "counts": plan.counts,
-        "elapsedSeconds": round(plan.elapsed, 3),
-    }
-
-
-def restore_dto(restore: Restore) -> dict[str, Any]:
-    return {
-        "id": str(restore.pk),
-        "kind": restore.kind,
-        "status": restore.status,
-        "jobId": str(restore.job_id) if restore.job_id else None,
-        "snapshotId": str(restore.snapshot_id) if restore.snapshot_id else None,
-        "snapshotTitle": restore.snapshot_title,
-        "planId": str(restore.plan_id) if restore.plan_id else None,
-        "safetySnapshotId": (
-            str(restore.safety_snapshot_id) if restore.safety_snapshot_id else None
-        ),
-        "revertsId": str(restore.reverts_id) if restore.reverts_id else None,
-        "createdBy": restore.created_by,
-        "createdAt": _iso(restore.created_at),
-        "startedAt": _iso(restore.started_at),
-        "finishedAt": _iso(restore.finished_at),
-        "heartbeatAt": _iso(restore.heartbeat_at),
-        "pvIds": [str(p) for p in restore.pv_ids] if restore.pv_ids is not None else None,
-        "tagFilters": restore.tag_filters or [],
-        "attempted": restore.attempted,
-        "total": restore.total,
-        "successCount": restore.success_count,
-        "failureCount": restore.failure_count,
-        "counts": restore.counts,
-        "error": restore.error,
-    }
-
-
-def restore_result_dto(restore: Restore) -> dict[str, Any]:
-    """RestoreResultDTO (contract §2.4, sync restore) plus counts and ids."""
-    return {
-        "totalPVs": restore.total,
-        "successCount": restore.success_count,
-        "failureCount": restore.failure_count,
-        "failures": failures_list(restore=restore),
-        "counts": restore.counts,
-        "restoreId": str(restore.pk),
-        "safetySnapshotId": (
-            str(restore.safety_snapshot_id) if restore.safety_snapshot_id else None
-        ),
-    }
-
-
-def _raw(text: str | None) -> str:
-    return text if text is not None else "null"
-
-
-def _item_json(row: tuple) -> str:
-    pv_id, name, sp, rb, action, saved, live, delta, note = row
-    head = dumps(
-        {
-            "pvId": str(pv_id) if pv_id else None,
-            "pvName": name,
-            "setpointAddress": sp,
-            "readbackAddress": rb,
-            "action": ACTION_NAMES[action],
-            "delta": delta,
-            "note": note,
-        }
-    )
-    return f'{head[:-1]},"savedValue":{_raw(saved)},"liveValue":{_raw(live)}}}'
-
-
-def _outcome_json(row: tuple) -> str:
-    pv_id, name, outcome, written, sp, rb, error = row
-    head = dumps(
-        {
-            "pvId": str(pv_id) if pv_id else None,
-            "pvName": name,
-            "outcome": OUTCOME_NAMES[outcome],
-            "error": error,
-        }
-    )
-    return (
-        f'{head[:-1]},"written":{_raw(written)},"setpointRead":{_raw(sp)},'
-        f'"readbackRead":{_raw(rb)}}}'
-    )
 
 
 class SnapshotRestoreView(APIView):
@@ -277,11 +141,11 @@ class SnapshotRestoreView(APIView):
         ),
     )
     def post(self, request: Request, snapshot_id: str) -> Response:
-        run_async = query_bool(request, "async", True)
+        run_async = query_bool(request.query_params, "async", True)
         restore = restore_request(
             snapshot_id=snapshot_id,
             selection=_selection(request),
-            created_by=_created_by(request),
+            created_by=created_by(request),
             idempotency_key=_idempotency_key(request),
             enqueue=run_async,
         )
@@ -301,7 +165,7 @@ class SnapshotRestorePlanView(APIView):
         plan = restore_plan_create(
             snapshot_id=snapshot_id,
             selection=_selection(request),
-            created_by=_created_by(request),
+            created_by=created_by(request),
         )
         return Response(plan_dto(plan))
 
@@ -320,7 +184,7 @@ class RestorePlanDetailView(APIView):
         offset = _query_int(request, "offset", 0, minimum=0) or 0
         plan = restore_plan_get(plan_id=plan_id)
         rows = plan_items_rows(plan=plan, action=action, limit=limit, offset=offset)
-        return stream_json(plan_dto(plan), "items", (_item_json(r) for r in rows), view=self)
+        return stream_json(plan_dto(plan), "items", (plan_item_json(r) for r in rows), view=self)
 
 
 class RestorePlanExecuteView(APIView):
@@ -332,7 +196,7 @@ class RestorePlanExecuteView(APIView):
     def post(self, request: Request, plan_id: str) -> Response:
         restore = restore_plan_execute_request(
             plan_id=plan_id,
-            created_by=_created_by(request),
+            created_by=created_by(request),
             idempotency_key=_idempotency_key(request),
         )
         return Response(job_created_dto(restore))
@@ -373,7 +237,7 @@ class RestoreDetailView(APIView):
         restore = restore_get(restore_id=restore_id)
         rows = outcome_rows(restore=restore, outcome=outcome, limit=limit, offset=offset)
         return stream_json(
-            restore_dto(restore), "outcomes", (_outcome_json(r) for r in rows), view=self
+            restore_dto(restore), "outcomes", (outcome_json(r) for r in rows), view=self
         )
 
 
@@ -386,7 +250,7 @@ class RestoreRevertView(APIView):
     def post(self, request: Request, restore_id: str) -> Response:
         revert = restore_revert_request(
             restore_id=restore_id,
-            created_by=_created_by(request),
+            created_by=created_by(request),
             idempotency_key=_idempotency_key(request),
         )
         return Response(job_created_dto(revert))
