@@ -96,16 +96,15 @@ class CircuitBreakers:
             return
         self.forced_read_at = now
         try:
-            raw = events.sync_redis().hgetall(events.circuits_key())
+            raw = events.sync_redis().hgetall(events.circuits_forced_key())
         except redis.RedisError as exc:
             log.warning("cannot read circuit states: %s", exc)
             return
-        forced = {}
-        for field, data in raw.items():
-            state = msgpack.unpackb(data, raw=False)
-            if state.get("forced") in ("open", "closed"):
-                forced[events.text(field)] = state["forced"]
-        self.forced = forced
+        self.forced = {
+            events.text(ioc): events.text(state)
+            for ioc, state in raw.items()
+            if events.text(state) in ("open", "closed")
+        }
 
     def allow(self, ioc: str) -> bool:
         """May a call to ``ioc`` be made now? (An open breaker past its cool-down lets one
@@ -231,4 +230,7 @@ def circuit_force(*, name: str, state: str) -> None:
         current["opened_at"] = None
     else:
         current["opened_at"] = time.time()
-    client.hset(events.circuits_key(), name, msgpack.packb(current, use_bin_type=True))
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(events.circuits_key(), name, msgpack.packb(current, use_bin_type=True))
+    pipe.hset(events.circuits_forced_key(), name, state)
+    pipe.execute()

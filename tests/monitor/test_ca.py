@@ -467,3 +467,16 @@ def test_hung_ioc_detected_by_echo_then_recovers(ioc, monkeypatch):
     noticed = run(go())
     print(f"hung IOC noticed after {noticed:.2f} s")
     assert connections[-2:] == [(cnt, False), (cnt, True)]
+
+
+def test_refused_lists_open_and_forced_iocs(redis_client):
+    """What a call of many names asks once, instead of ``allow`` per name; forced states come
+    from their own small hash, not from the state of every IOC ever called."""
+    breakers = CircuitBreakers(threshold=1, cool_down=60)
+    assert breakers.refused() == frozenset()
+    breakers.record({f"IOC:{i}": True for i in range(2000)} | {"A:1": False})
+    circuit_force(name="F:1", state="open")
+    circuit_force(name="IOC:5", state="closed")
+    breakers.forced_read_at = 0.0
+    assert breakers.refused() == {"A:1", "F:1"}
+    assert breakers.forced == {"F:1": "open", "IOC:5": "closed"}
