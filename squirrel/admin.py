@@ -37,10 +37,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> _FieldGroups:
         if obj is None:
             return ["app_name", *SCOPES]
-        return SHOWN
+        return [*SHOWN]
 
     def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
-        return [] if obj is None else SHOWN
+        return [] if obj is None else [*SHOWN]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # keys are deactivated, never deleted (audit)
