@@ -57,7 +57,7 @@ import caproto
 from caproto._status import eca_value_to_status
 
 from monitor import values
-from monitor.circuits import CircuitBreakers, ioc_name
+from monitor.circuits import Breakers, ioc_name
 from monitor.values import Entry
 
 log = logging.getLogger(__name__)
@@ -320,7 +320,7 @@ class CAClient:
         *,
         on_update: Callable[[str, Entry], None] | None = None,
         on_connection: Callable[[str, bool], None] | None = None,
-        breakers: CircuitBreakers | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         self.on_update = on_update
         self.on_connection = on_connection
