@@ -25,6 +25,7 @@ from snapshots.restore.records import (
     restore_result,
     restore_result_message,
     summary_store,
+    unknown_count,
 )
 from squirrel.exceptions import NotFound
 
@@ -114,7 +115,10 @@ def restore_run(*, restore_id: str) -> Restore | None:
         return jobs.JobOutcome(
             result_id=str(done.snapshot_id) if done.snapshot_id else None,
             message=restore_result_message(
-                total=done.total, success=done.success_count, failed=done.failure_count
+                total=done.total,
+                success=done.success_count,
+                failed=done.failure_count,
+                unknown=unknown_count(done),
             ),
             result=restore_result(done),
         )
