@@ -70,11 +70,15 @@ UNSUPPORTED = {PVA: UNSUPPORTED_PVA}
 
 @dataclass(frozen=True, slots=True)
 class PutResult:
-    """The outcome of one put: ok, or an error text (``timed_out`` when no answer came)."""
+    """The outcome of one put: ok, or an error text (``timed_out`` when no answer came in
+    time). ``unknown``: the put was sent and never answered (the connection to the IOC dropped
+    or the time ran out first), so the IOC may have applied it; otherwise a failed put was
+    refused or never sent."""
 
     ok: bool
     timed_out: bool = False
     error: str | None = None
+    unknown: bool = False
 
 
 def _put_result(raw: Any) -> PutResult:
@@ -84,7 +88,12 @@ def _put_result(raw: Any) -> PutResult:
     timed_out = bool(getattr(raw, "timed_out", False)) or (
         not ok and error is not None and "time" in str(error).lower()
     )
-    return PutResult(ok=ok, timed_out=timed_out, error=None if ok else str(error or "failed"))
+    return PutResult(
+        ok=ok,
+        timed_out=timed_out,
+        error=None if ok else str(error or "failed"),
+        unknown=not ok and bool(getattr(raw, "unknown", False)),
+    )
 
 
 def _error_entry(error: str) -> Entry:
