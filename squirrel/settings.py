@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import zlib
 from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
 
 from squirrel.env import (
     env_bool,
@@ -15,6 +18,7 @@ from squirrel.env import (
     env_list,
     env_str,
     parse_database_url,
+    process_role,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -95,17 +99,59 @@ TEMPLATES = [
     },
 ]
 
+# --- Database -------------------------------------------------------------------------------
+# Under ASGI each request runs its sync code on a thread of its own, and a persistent connection
+# (CONN_MAX_AGE > 0) stays with that thread until the garbage collector happens to free it: 20
+# concurrent readers held 99 of PostgreSQL's 100 connections and never gave them back. So every
+# process takes its connections from a psycopg pool of at most SQUIRREL_DB_POOL_MAX_SIZE, and each
+# request (task, monitor read) hands its connection back when it ends; a request that finds the
+# pool empty waits up to SQUIRREL_DB_POOL_TIMEOUT seconds, then answers 503. Measured with
+# bench/load.py (README "Security"). SQUIRREL_DB_POOL_MAX_SIZE=0 turns the pool off: then one
+# connection per request (CONN_MAX_AGE 0), unbounded under concurrency.
+DB_POOL_MAX_SIZE = env_int("SQUIRREL_DB_POOL_MAX_SIZE", 10, minimum=0)
+DB_POOL_MIN_SIZE = env_int("SQUIRREL_DB_POOL_MIN_SIZE", 1, minimum=0)
+DB_POOL_TIMEOUT = env_float("SQUIRREL_DB_POOL_TIMEOUT", 10.0, minimum=0.1)
+if DB_POOL_MIN_SIZE > DB_POOL_MAX_SIZE > 0:
+    raise ImproperlyConfigured(
+        f"SQUIRREL_DB_POOL_MIN_SIZE={DB_POOL_MIN_SIZE} is above "
+        f"SQUIRREL_DB_POOL_MAX_SIZE={DB_POOL_MAX_SIZE}"
+    )
+_conn_max_age = env_int("SQUIRREL_DB_CONN_MAX_AGE", 0, minimum=0)
+if _conn_max_age and DB_POOL_MAX_SIZE:
+    raise ImproperlyConfigured(
+        "SQUIRREL_DB_CONN_MAX_AGE needs SQUIRREL_DB_POOL_MAX_SIZE=0 (the pool already reuses "
+        "connections; and under daphne persistent connections pile up, one per thread)"
+    )
+# Who holds a connection, in pg_stat_activity: "squirrel-web:<pid>@<host>" for daphne,
+# -worker for celery, -monitor, -migrate, ... (the pid that loaded the settings).
+DB_APPLICATION_NAME = env_str(
+    "SQUIRREL_DB_APPLICATION_NAME",
+    f"squirrel-{process_role(sys.argv)}:{os.getpid()}@{socket.gethostname()}",
+)[:63]  # PostgreSQL keeps 63 bytes
 DATABASES = {
     "default": {
         **parse_database_url(
             env_str("SQUIRREL_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/squirrel")
         ),
-        "CONN_MAX_AGE": env_int("SQUIRREL_DB_CONN_MAX_AGE", 60, minimum=0),
+        "CONN_MAX_AGE": _conn_max_age,
         "CONN_HEALTH_CHECKS": True,
         "OPTIONS": {
             "connect_timeout": env_int("SQUIRREL_DB_CONNECT_TIMEOUT", 5, minimum=1),
+            "application_name": DB_APPLICATION_NAME,
             # JIT compilation added ~1 s to the 50K-row snapshot read and helps no query here.
             "options": "-c jit=off",
+            **(
+                {
+                    "pool": {
+                        "min_size": DB_POOL_MIN_SIZE,
+                        "max_size": DB_POOL_MAX_SIZE,
+                        "timeout": DB_POOL_TIMEOUT,
+                        "name": DB_APPLICATION_NAME,
+                    }
+                }
+                if DB_POOL_MAX_SIZE
+                else {}
+            ),
         },
     }
 }
