@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
 
 from bench.load import Call, Sampler, rest_text, run_clients, ws_text
-from monitor import events
-from monitor.values import pack
 from pvs.models import PV
-from tests.e2e.stack import DAPHNE, Proc, figure, wait_for
-from tests.epics import free_port
-from tests.processes import database_url, worker_env
+from tests.e2e.stack import Proc, figure
+from tests.load.conftest import daphne, publish
+from tests.processes import database_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -31,36 +28,12 @@ REST_CLIENTS = 40
 WS_CLIENTS = 10
 SECONDS = 10.0
 DEVICES = 300
-
-
 NAMES = [f"LOAD:DEV{i}:{kind}" for i in range(DEVICES) for kind in ("SP", "RB")]
-
-
-def _publish(client, values: dict[str, float]) -> None:
-    """One flush as the monitor makes it: the cache hash, then the published batch."""
-    now = time.time()
-    packed = {
-        name: pack({"value": value, "connected": True, "updated_at": now, "timestamp": now,
-                    "status": 0, "severity": 0, "units": "mA", "precision": 3})
-        for name, value in values.items()
-    }  # fmt: skip
-    pipe = client.pipeline(transaction=False)
-    pipe.hset(events.values_hash(), mapping=packed)
-    pipe.publish(events.updates_channel(), events.update_batch(now, packed))
-    pipe.execute()
-
-
-def _answers(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture
 def web() -> Iterator[tuple[Proc, int]]:
-    """daphne on this run's database and Redis prefix, every setting at its default."""
+    """daphne with the default settings, and a catalog of 300 PVs for it to page through."""
     PV.objects.bulk_create(
         [
             PV(setpoint_address=f"LOAD:DEV{i}:SP", readback_address=f"LOAD:DEV{i}:RB",
@@ -68,29 +41,22 @@ def web() -> Iterator[tuple[Proc, int]]:
             for i in range(DEVICES)
         ]
     )  # fmt: skip
-    port = free_port()
-    env = worker_env()  # this run's database and Redis prefix, and nothing else changed
-    proc = Proc("web", [DAPHNE, "-b", "127.0.0.1", "-p", str(port), "squirrel.asgi:application"],
-                env).start()  # fmt: skip
-    try:
-        wait_for(lambda: _answers(port), 30, "daphne answers", context=proc.tail)
-        yield proc, port
-    finally:
-        proc.stop()
+    with daphne() as running:
+        yield running
 
 
 def test_connections_stay_bounded_and_no_request_fails(web, redis_client, monitor_heartbeat):
     proc, port = web
     bound = settings.DB_POOL_MAX_SIZE
     names = NAMES
-    _publish(redis_client, dict.fromkeys(names, 0.0))
+    publish(redis_client, dict.fromkeys(names, 0.0))
     stop = threading.Event()
 
-    def monitor_flushes() -> None:  # 10 % of the values change each second, every 100 ms
+    def monitor_flushes() -> None:  # a tenth of the values changes every 100 ms
         tick = 0
         while not stop.wait(0.1):
             tick += 1
-            _publish(redis_client, {n: float(tick) for n in names[tick % 10 :: 10][:60]})
+            publish(redis_client, {n: float(tick) for n in names[tick % 10 :: 10]})
 
     flusher = threading.Thread(target=monitor_flushes, daemon=True)
     flusher.start()
