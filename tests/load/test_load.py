@@ -3,8 +3,8 @@
 40 REST clients and 10 WebSocket clients for 10 s against a real daphne with the default
 settings, on this run's database: no 5xx, no failed request, and never more PostgreSQL
 connections held by the web process than SQUIRREL_DB_POOL_MAX_SIZE. Before the pool, each
-request's thread kept a connection of its own (CONN_MAX_AGE=60): this load took ~40 of them,
-and a larger one every connection the server had.
+request's thread kept a connection of its own (CONN_MAX_AGE=60) until the garbage collector
+freed it: this test then saw 98 of the server's 100 connections held and 174 answers 503.
 """
 
 from __future__ import annotations
