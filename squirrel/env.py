@@ -106,3 +106,22 @@ def parse_database_url(url: str) -> dict[str, object]:
         "HOST": parts.hostname or "",
         "PORT": str(parts.port or ""),
     }
+
+
+def process_role(argv: list[str]) -> str:
+    """What this process is, from its command line: ``web`` (daphne), ``worker`` (celery),
+    the management command's name (``monitor``, ``migrate``, ...) or the program's name.
+    Names the process's database connections (``application_name``) so that
+    ``pg_stat_activity`` tells which process holds which connection."""
+    if not argv:
+        return "python"
+    program = Path(argv[0])
+    # ``python -m daphne`` runs .../daphne/__main__.py
+    name = program.parent.name if program.name == "__main__.py" else program.stem
+    if name == "daphne":
+        return "web"
+    if name == "celery":
+        return "worker"
+    if name == "manage" and len(argv) > 1 and not argv[1].startswith("-"):
+        return argv[1]
+    return name or "python"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import zlib
 from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
 
 from squirrel.env import (
     env_bool,
@@ -15,6 +18,7 @@ from squirrel.env import (
     env_list,
     env_str,
     parse_database_url,
+    process_role,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -95,17 +99,59 @@ TEMPLATES = [
     },
 ]
 
+# --- Database -------------------------------------------------------------------------------
+# Under ASGI each request runs its sync code on a thread of its own, and a persistent connection
+# (CONN_MAX_AGE > 0) stays with that thread until the garbage collector happens to free it: 20
+# concurrent readers held 99 of PostgreSQL's 100 connections and never gave them back. So every
+# process takes its connections from a psycopg pool of at most SQUIRREL_DB_POOL_MAX_SIZE, and each
+# request (task, monitor read) hands its connection back when it ends; a request that finds the
+# pool empty waits up to SQUIRREL_DB_POOL_TIMEOUT seconds, then answers 503. Measured with
+# bench/load.py (README "Security"). SQUIRREL_DB_POOL_MAX_SIZE=0 turns the pool off: then one
+# connection per request (CONN_MAX_AGE 0), unbounded under concurrency.
+DB_POOL_MAX_SIZE = env_int("SQUIRREL_DB_POOL_MAX_SIZE", 10, minimum=0)
+DB_POOL_MIN_SIZE = env_int("SQUIRREL_DB_POOL_MIN_SIZE", 1, minimum=0)
+DB_POOL_TIMEOUT = env_float("SQUIRREL_DB_POOL_TIMEOUT", 10.0, minimum=0.1)
+if DB_POOL_MIN_SIZE > DB_POOL_MAX_SIZE > 0:
+    raise ImproperlyConfigured(
+        f"SQUIRREL_DB_POOL_MIN_SIZE={DB_POOL_MIN_SIZE} is above "
+        f"SQUIRREL_DB_POOL_MAX_SIZE={DB_POOL_MAX_SIZE}"
+    )
+_conn_max_age = env_int("SQUIRREL_DB_CONN_MAX_AGE", 0, minimum=0)
+if _conn_max_age and DB_POOL_MAX_SIZE:
+    raise ImproperlyConfigured(
+        "SQUIRREL_DB_CONN_MAX_AGE needs SQUIRREL_DB_POOL_MAX_SIZE=0 (the pool already reuses "
+        "connections; and under daphne persistent connections pile up, one per thread)"
+    )
+# Who holds a connection, in pg_stat_activity: "squirrel-web:<pid>@<host>" for daphne,
+# -worker for celery, -monitor, -migrate, ... (the pid that loaded the settings).
+DB_APPLICATION_NAME = env_str(
+    "SQUIRREL_DB_APPLICATION_NAME",
+    f"squirrel-{process_role(sys.argv)}:{os.getpid()}@{socket.gethostname()}",
+)[:63]  # PostgreSQL keeps 63 bytes
 DATABASES = {
     "default": {
         **parse_database_url(
             env_str("SQUIRREL_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/squirrel")
         ),
-        "CONN_MAX_AGE": env_int("SQUIRREL_DB_CONN_MAX_AGE", 60, minimum=0),
+        "CONN_MAX_AGE": _conn_max_age,
         "CONN_HEALTH_CHECKS": True,
         "OPTIONS": {
             "connect_timeout": env_int("SQUIRREL_DB_CONNECT_TIMEOUT", 5, minimum=1),
+            "application_name": DB_APPLICATION_NAME,
             # JIT compilation added ~1 s to the 50K-row snapshot read and helps no query here.
             "options": "-c jit=off",
+            **(
+                {
+                    "pool": {
+                        "min_size": DB_POOL_MIN_SIZE,
+                        "max_size": DB_POOL_MAX_SIZE,
+                        "timeout": DB_POOL_TIMEOUT,
+                        "name": DB_APPLICATION_NAME,
+                    }
+                }
+                if DB_POOL_MAX_SIZE
+                else {}
+            ),
         },
     }
 }
@@ -116,6 +162,22 @@ if TESTING:
     DATABASES["default"]["TEST"] = {
         "NAME": f"test_{DATABASES['default']['NAME']}_{zlib.crc32(str(BASE_DIR).encode()):08x}"
     }
+# --- Deployment security (README "Security") ------------------------------------------------
+# Off by default, so that the local demo keeps working over plain http on loopback. Production
+# serves Squirrel over TLS behind a reverse proxy (deploy/nginx.conf.template) and turns these on;
+# `manage.py check --deploy` is then clean (tests/test_settings.py).
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SQUIRREL_SECURE_COOKIES", False)
+SECURE_SSL_REDIRECT = env_bool("SQUIRREL_SSL_REDIRECT", False)
+# The container health check asks daphne directly, over http, from inside.
+SECURE_REDIRECT_EXEMPT = [r"^health$"]
+SECURE_HSTS_SECONDS = env_int("SQUIRREL_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SQUIRREL_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SQUIRREL_HSTS_PRELOAD", False)
+# Only behind a proxy that sets X-Forwarded-Proto itself (and drops the client's): otherwise any
+# client could claim https.
+if env_bool("SQUIRREL_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
@@ -177,6 +239,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # two models' "kind" choices; named here, not by a hash (and `check --deploy` stays quiet)
+    "ENUM_NAME_OVERRIDES": {
+        "SnapshotKindEnum": "snapshots.models.Snapshot.Kind",
+        "RestoreKindEnum": "snapshots.models.Restore.Kind",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "squirrel.api.envelope_schema_hook",

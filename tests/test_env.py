@@ -72,3 +72,13 @@ def test_list_and_database_url(monkeypatch):
         env.parse_database_url("mysql://x/y")
     with pytest.raises(ImproperlyConfigured):
         env.parse_database_url("postgresql://host/")
+
+
+def test_process_role_names_each_kind_of_process():
+    assert env.process_role(["/app/.venv/bin/daphne", "-b", "0.0.0.0"]) == "web"
+    assert env.process_role(["/usr/lib/python3/site-packages/daphne/__main__.py"]) == "web"
+    assert env.process_role(["/app/.venv/bin/celery", "-A", "squirrel", "worker"]) == "worker"
+    assert env.process_role(["manage.py", "monitor", "--shards", "2"]) == "monitor"
+    assert env.process_role(["./manage.py", "--help"]) == "manage"
+    assert env.process_role(["/x/bin/pytest", "-q"]) == "pytest"
+    assert env.process_role([]) == "python"
