@@ -13,11 +13,15 @@ gc.freeze()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from squirrel import limits  # noqa: E402
 from squirrel.routing import websocket_urlpatterns  # noqa: E402
+
+# daphne reads whole bodies before calling any app: bound them in daphne itself (limits, 1).
+limits.install()
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": limits.BodyLimit(django_asgi_app),
         "websocket": URLRouter(websocket_urlpatterns),
     }
 )
