@@ -15,6 +15,9 @@
 3. What the app cannot bound: a body within the limit still sits in daphne's queue whole (up
    to SQUIRREL_MAX_BODY_MB per request in flight), and slow or idle clients hold connections.
    The reverse proxy in front of daphne (README "Security") bounds both.
+4. daphne closes a socket whose WebSocket message is over 1 MiB (autobahn's default), and a
+   subscribe of SQUIRREL_WEBSOCKET_MAX_PVS_PER_MESSAGE names is larger: every command that
+   starts daphne passes ``DAPHNE_OPTIONS`` (tests/edge/test_launch.py checks each one).
 """
 
 from __future__ import annotations
@@ -35,6 +38,13 @@ log = logging.getLogger(__name__)
 
 # Seconds a refused body may go on arriving (and be dropped) before the connection is cut.
 LINGER_SECONDS = 5.0
+# 50,000 names of up to ~150 characters; autobahn holds at most this much of one message.
+WEBSOCKET_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+DAPHNE_OPTIONS = [
+    "--websocket-max-message-size", str(WEBSOCKET_MAX_MESSAGE_BYTES),
+    "--websocket-max-frame-size", str(WEBSOCKET_MAX_MESSAGE_BYTES),
+]  # fmt: skip
+
 Scope = dict[str, Any]
 Message = Mapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]

@@ -1,4 +1,4 @@
-"""A real daphne for the edge tests.
+"""A real daphne for the edge tests, started as production starts it (limits.DAPHNE_OPTIONS).
 
 The limits under test live in daphne's own request handling (bodies are read before the ASGI
 app runs) and in autobahn's message size checks, so an in-process ASGI test cannot see them.
@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from squirrel.limits import DAPHNE_OPTIONS
 from tests.epics import free_port
 from tests.processes import ROOT, database_url
 
@@ -85,7 +86,7 @@ def web(tmp_path_factory) -> Iterator[Web]:
     }
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [DAPHNE, "-b", "127.0.0.1", "-p", str(port),
+            [DAPHNE, "-b", "127.0.0.1", "-p", str(port), *DAPHNE_OPTIONS,
              "squirrel.asgi:application"],
             cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
