@@ -11,6 +11,7 @@ django_asgi_app = get_asgi_application()
 # (halves GC pauses while serving 1000-row pages).
 gc.freeze()
 
+from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from squirrel import limits  # noqa: E402
@@ -22,6 +23,7 @@ limits.install()
 application = ProtocolTypeRouter(
     {
         "http": limits.BodyLimit(django_asgi_app),
-        "websocket": URLRouter(websocket_urlpatterns),
+        # the session cookie: staff users' sockets (live.consumers; squirrel.auth's rules)
+        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
     }
 )
