@@ -24,4 +24,6 @@ USER squirrel
 EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
     CMD curl -fsS http://127.0.0.1:8080/health || exit 1
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8080", "squirrel.asgi:application"]
+# the WebSocket options: squirrel/limits.py (DAPHNE_OPTIONS)
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8080", "--websocket-max-message-size", "8388608", \
+     "--websocket-max-frame-size", "8388608", "squirrel.asgi:application"]

@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 export EPICS_CA_ADDR_LIST ?= 127.0.0.1
 export EPICS_CA_AUTO_ADDR_LIST ?= NO
 
+# daphne's WebSocket message limit (1 MiB) is below a 50,000-name subscribe (squirrel/limits.py).
+DAPHNE_OPTIONS := --websocket-max-message-size 8388608 --websocket-max-frame-size 8388608
+
 # manage.py check/makemigrations need a key; tests make their own (squirrel/settings.py).
 check test typecheck: export SQUIRREL_SECRET_KEY ?= checks-only-not-a-secret
 
@@ -50,7 +53,7 @@ test: setup up
 	$(VENV)/bin/pytest -q
 
 run: setup
-	$(VENV)/bin/daphne -b 127.0.0.1 -p 8080 squirrel.asgi:application
+	$(VENV)/bin/daphne -b 127.0.0.1 -p 8080 $(DAPHNE_OPTIONS) squirrel.asgi:application
 
 worker: setup
 	$(VENV)/bin/celery -A squirrel worker --loglevel=info

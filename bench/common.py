@@ -12,13 +12,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# squirrel/limits.py's DAPHNE_OPTIONS (written out: the benchmarks do not set Django up first)
+DAPHNE_OPTIONS = ["--websocket-max-message-size", "8388608",
+                  "--websocket-max-frame-size", "8388608"]  # fmt: skip
 
 
 def start_daphne(port: int, env: dict[str, str] | None = None) -> subprocess.Popen:
     """A daphne web process on 127.0.0.1:``port``, returned once GET /health answers 200."""
     process = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "daphne"), "-b", "127.0.0.1", "-p", str(port),
-         "squirrel.asgi:application"],
+         *DAPHNE_OPTIONS, "squirrel.asgi:application"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 30

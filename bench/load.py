@@ -418,6 +418,8 @@ class Stack:
     def start(self) -> Stack:
         py = sys.executable
         celery = str(Path(py).with_name("celery"))
+        from squirrel.limits import DAPHNE_OPTIONS
+
         daphne = str(Path(py).with_name("daphne"))
         self.ioc = self._proc(
             "sim_ioc",
@@ -453,7 +455,15 @@ class Stack:
         self.worker.wait_for(" ready.", 60)
         self.web = self._proc(
             "web",
-            [daphne, "-b", "127.0.0.1", "-p", str(self.web_port), "squirrel.asgi:application"],
+            [
+                daphne,
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.web_port),
+                *DAPHNE_OPTIONS,
+                "squirrel.asgi:application",
+            ],  # fmt: skip
         )
         deadline = time.monotonic() + 30
         while self.get("/health")[0] != 200:

@@ -7,7 +7,9 @@ each interested client's ``pending`` dict (latest value per PV wins), so a diff 
 ready text, not a JSON encoding per client. A flush loop every ``WEBSOCKET_BATCH_INTERVAL_MS``
 sends each client one ``diff`` with its pending entries. A client whose previous send has not
 finished is skipped until it has: its pending dict keeps coalescing, so its memory is bounded
-by the number of PVs it subscribes to and it never delays the others.
+by the number of PVs it subscribes to and it never delays the others. Every heartbeat interval
+the credentials of the open sockets are re-checked in one pass (squirrel.auth): a socket whose
+key was deactivated, or whose staff session ended, is dropped and closed with 1008.
 """
 
 from __future__ import annotations
@@ -22,27 +24,36 @@ from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
+from channels.db import database_sync_to_async
 from django.conf import settings
 
 from monitor import cache, events
 from monitor.values import wire_in_place
 from squirrel.api import dumps, encode
+from squirrel.auth import Credential, credentials_revoked
 
 log = logging.getLogger(__name__)
 
 Sender = Callable[[str], Awaitable[None]]  # sends one message, already JSON text
+Closer = Callable[[int], Awaitable[None]]  # closes the socket with a code
+POLICY_VIOLATION = 1008  # the close code of a socket refused or revoked
 
 
 class Client:
     """One connected socket: what it wants, what is waiting for it, whether a send is in flight."""
 
     __slots__ = (
-        "id", "send", "wanted", "pending", "busy", "held", "sent_diffs", "skipped_flushes",
+        "id", "send", "close", "credential", "wanted", "pending", "busy", "held", "sent_diffs",
+        "skipped_flushes",
     )  # fmt: skip
 
-    def __init__(self, send: Sender) -> None:
+    def __init__(
+        self, send: Sender, close: Closer | None = None, credential: Credential | None = None
+    ) -> None:
         self.id = uuid.uuid4().hex
         self.send = send
+        self.close = close
+        self.credential = credential  # re-checked while open; None: anonymous
         self.wanted: set[str] = set()
         self.pending: dict[str, bytes] = {}  # name -> b'"name":{wire entry}' (diff_text)
         self.busy = False  # a diff is being sent
@@ -72,6 +83,7 @@ class FanOut:
             asyncio.create_task(self._listen(), name="fanout-listen"),
             asyncio.create_task(self._flush_loop(), name="fanout-flush"),
             asyncio.create_task(self._heartbeat_loop(), name="fanout-heartbeat"),
+            asyncio.create_task(self._recheck_loop(), name="fanout-recheck"),
         ]
 
     async def stop(self) -> None:
@@ -86,8 +98,10 @@ class FanOut:
             self._redis = None
 
     # -- clients and subscriptions ----------------------------------------------------------
-    def add_client(self, send: Sender) -> Client:
-        client = Client(send)
+    def add_client(
+        self, send: Sender, *, close: Closer | None = None, credential: Credential | None = None
+    ) -> Client:
+        client = Client(send, close, credential)
         self.clients[client.id] = client
         self.start()
         return client
@@ -232,6 +246,31 @@ class FanOut:
             for client in list(self.clients.values()):
                 if not client.busy:
                     asyncio.create_task(_quiet(client.send(message)))
+
+    async def _recheck_loop(self) -> None:
+        while True:
+            await asyncio.sleep(settings.WEBSOCKET_HEARTBEAT_INTERVAL)
+            await self.recheck()
+
+    async def recheck(self) -> None:
+        """Drop and close the clients whose credential was revoked (one pass over all)."""
+        credentials = {c.credential for c in self.clients.values() if c.credential is not None}
+        if not credentials:
+            return
+        try:
+            revoked = await database_sync_to_async(credentials_revoked)(credentials)
+        except Exception as exc:  # the database is away: keep serving, check next time
+            log.warning("credential re-check failed (%s); sockets stay open", exc)
+            return
+        for client in list(self.clients.values()):
+            credential = client.credential
+            if credential is None or credential not in revoked:
+                continue
+            kind = "API key" if credential.api_key_id else "session"
+            log.info("closing live socket %s: its %s was revoked", client.id, kind)
+            self.remove_client(client)
+            if client.close is not None:
+                asyncio.create_task(_quiet(client.close(POLICY_VIOLATION)))
 
     def status(self) -> dict[str, Any]:
         """GET /v1/ws/status (contract §4.6)."""

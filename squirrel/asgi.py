@@ -11,13 +11,19 @@ django_asgi_app = get_asgi_application()
 # (halves GC pauses while serving 1000-row pages).
 gc.freeze()
 
+from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from squirrel import limits  # noqa: E402
 from squirrel.routing import websocket_urlpatterns  # noqa: E402
+
+# daphne reads whole bodies before calling any app: bound them in daphne itself (limits, 1).
+limits.install()
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
-        "websocket": URLRouter(websocket_urlpatterns),
+        "http": limits.BodyLimit(django_asgi_app),
+        # the session cookie: staff users' sockets (live.consumers; squirrel.auth's rules)
+        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -12,10 +12,15 @@ made under.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from importlib import import_module
+from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.contrib.auth import get_user
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.permissions import BasePermission
@@ -98,11 +103,8 @@ class StaffSessionAuthentication(SessionAuthentication):
         result = super().authenticate(request)
         if result is None:
             return None
-        user = result[0]
-        if not user.is_staff:
-            return None
-        principal = Principal(name=staff_name(user), read=True, write=True, admin=True, staff=True)
-        return principal, None
+        principal = staff_principal(result[0])
+        return None if principal is None else (principal, None)
 
 
 def required_scope(request: Any, view: Any) -> str:
@@ -153,3 +155,59 @@ class ScopePermission(BasePermission):
             return True
         require_scope(request, scope)
         return True
+
+
+def staff_principal(user: Any) -> Principal | None:
+    """A logged-in staff user as a Principal (read, write, admin), or None for anyone else."""
+    if user is None or not user.is_authenticated or not user.is_staff:
+        return None
+    return Principal(name=staff_name(user), read=True, write=True, admin=True, staff=True)
+
+
+# --- long-lived connections (live.consumers, live.fanout) ---------------------------------------
+# A WebSocket stays open for hours: what let it in (a ``Credential``) is re-checked while it does.
+
+
+def session_origin_allowed(headers: Mapping[bytes, bytes]) -> bool:
+    """Whether a WebSocket handshake may use the session cookie: from this site's own pages
+    (``Origin`` is the ``Host``, or one of SQUIRREL_CSRF_TRUSTED_ORIGINS), or from a program
+    (no ``Origin``). Another site's page gets no session, as it gets no credentialed CORS."""
+    origin = headers.get(b"origin")
+    if origin is None:
+        return True
+    text = origin.decode("latin-1")
+    return urlsplit(text).netloc == headers.get(b"host", b"").decode("latin-1") or (
+        text in settings.CSRF_TRUSTED_ORIGINS
+    )
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What let a WebSocket in: an API key, or a staff user's session (none if anonymous)."""
+
+    api_key_id: str | None = None
+    session_key: str | None = field(default=None, repr=False)  # a secret: never in logs
+    user_id: str | None = None
+
+
+def credentials_revoked(credentials: Collection[Credential]) -> set[Credential]:
+    """Those of ``credentials`` no longer good: a key deactivated, deleted or without read
+    access; a session logged out, expired, or whose user is no longer active staff (Django's
+    own session check: ``get_user``). One query for the keys, a few per session."""
+    revoked: set[Credential] = set()
+    key_ids = {c.api_key_id for c in credentials if c.api_key_id}
+    if key_ids:
+        good = {
+            str(pk)
+            for pk in ApiKey.objects.filter(
+                pk__in=key_ids, is_active=True, read_access=True
+            ).values_list("pk", flat=True)
+        }
+        revoked |= {c for c in credentials if c.api_key_id and c.api_key_id not in good}
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    for credential in credentials:
+        if credential.session_key:
+            user = get_user(SimpleNamespace(session=store(credential.session_key)))  # type: ignore[arg-type]
+            if staff_principal(user) is None or str(user.pk) != credential.user_id:
+                revoked.add(credential)
+    return revoked

@@ -81,6 +81,19 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def env_origins(name: str) -> list[str]:
+    """A comma-separated list of web origins (``scheme://host[:port]``, no path); empty if
+    unset."""
+    origins = env_list(name, [])
+    for origin in origins:
+        scheme, _, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not rest or any(c in rest for c in "/?#*@ "):
+            raise ImproperlyConfigured(
+                f"{name}: {origin!r} is not an origin (scheme://host[:port], no path)"
+            )
+    return origins
+
+
 def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     value = (_raw(name) or default).strip().lower()
     if value not in choices:

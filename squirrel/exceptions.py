@@ -19,6 +19,9 @@ from rest_framework.response import Response
 
 log = logging.getLogger(__name__)
 
+# The 413 of a body over SQUIRREL_MAX_BODY_MB, here and at the edge (squirrel.limits).
+BODY_TOO_LARGE = "Request body too large (limit: SQUIRREL_MAX_BODY_MB)"
+
 
 class SquirrelError(Exception):
     """Base of every domain error; ``status`` is the HTTP status the API answers with."""
@@ -98,7 +101,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, SquirrelError):
         return error_response(exc.status, exc.message)
     if isinstance(exc, RequestDataTooBig):
-        return error_response(413, "Request body too large (limit: SQUIRREL_MAX_BODY_MB)")
+        return error_response(413, BODY_TOO_LARGE)
     if isinstance(exc, drf.ValidationError):
         errors = flatten_errors(exc.detail)
         return error_response(422, validation_message(errors), errors=errors)

@@ -16,6 +16,7 @@ from squirrel.env import (
     env_float,
     env_int,
     env_list,
+    env_origins,
     env_str,
     parse_database_url,
     process_role,
@@ -250,9 +251,16 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
-# Contract §1.4: every origin, with credentials.
-CORS_ALLOW_ALL_ORIGINS = True
-CORS_ALLOW_CREDENTIALS = True
+# CORS (issue 15; the contract's §1.4 said every origin, with credentials): only /v1/, only the
+# origins listed, and never with credentials -- the React frontend sends no cookies, and a staff
+# session must not be usable from another site's page. Default: same-origin only (the frontend's
+# dev server proxies /v1); set e.g. http://localhost:5173 to call the API from it directly.
+CORS_ALLOWED_ORIGINS = env_origins("SQUIRREL_CORS_ORIGINS")
+CORS_URLS_REGEX = r"^/v1/"
+CORS_ALLOW_CREDENTIALS = False
+# django-cors-headers' defaults, and the API key header
+CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "user-agent", "x-csrftoken",
+                      "x-requested-with", "x-api-key")  # fmt: skip
 
 # --- Celery -----------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("SQUIRREL_CELERY_BROKER_URL", REDIS_URL)

@@ -41,6 +41,7 @@ import redis
 from django.conf import settings
 
 from monitor import sim
+from squirrel.limits import DAPHNE_OPTIONS
 from tests.epics import SimIOC, epics_env, free_port
 from tests.processes import ROOT, Worker, database_url, worker_env
 
@@ -369,7 +370,8 @@ class Stack:
         self.check_finished(migrate, "migrate", timeout=120)
         self.manage("import_pvs", str(self.tmp / "catalog.csv"))
         self.web = Proc("web", [DAPHNE, "-b", "127.0.0.1", "-p", str(self.web_port),
-                                "squirrel.asgi:application"], self.env).start()  # fmt: skip
+                                *DAPHNE_OPTIONS, "squirrel.asgi:application"],
+                        self.env).start()  # fmt: skip
         self.monitors.append(self.monitor_start())
         self.worker_start()
         wait_for(lambda: self.api_up(), 30, "daphne answers", context=self.tails)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from pvs.models import PV
+from squirrel.limits import DAPHNE_OPTIONS
 from tests.epics import epics_env, free_port, run_sim_ioc
 from tests.processes import database_url
 
@@ -70,7 +71,8 @@ def test_pv_browser_shows_a_value_changed_on_the_ioc():
         port = free_port()
         monitor_cmd = [sys.executable, "manage.py", "monitor", "--max-seconds", "120"]
         web_cmd = [shutil.which("daphne", path=str(ROOT / ".venv/bin")) or "daphne",
-                   "-b", "127.0.0.1", "-p", str(port), "squirrel.asgi:application"]  # fmt: skip
+                   "-b", "127.0.0.1", "-p", str(port), *DAPHNE_OPTIONS,
+                   "squirrel.asgi:application"]  # fmt: skip
         with process(monitor_cmd, env), process(web_cmd, env):
             wait_port(port)
             target = ioc.setpoint(6)  # an analog device (sim.device_kind)

@@ -11,9 +11,12 @@ from typing import Any
 
 from monitor import events
 from monitor.values import pack
+from squirrel.limits import DAPHNE_OPTIONS
 from tests.e2e.stack import DAPHNE, Proc, wait_for
 from tests.epics import free_port
 from tests.processes import worker_env
+
+APP = "squirrel.asgi:application"
 
 
 def answers(url: str) -> bool:
@@ -29,7 +32,7 @@ def daphne(**env: str) -> Iterator[tuple[Proc, int]]:
     """daphne on a free port with this run's database and Redis prefix and ``env`` on top;
     every other setting at its default. Stopped at the end."""
     port = free_port()
-    args = [DAPHNE, "-b", "127.0.0.1", "-p", str(port), "squirrel.asgi:application"]
+    args = [DAPHNE, "-b", "127.0.0.1", "-p", str(port), *DAPHNE_OPTIONS, APP]
     proc = Proc("web", args, worker_env(**env)).start()
     try:
         wait_for(lambda: answers(f"http://127.0.0.1:{port}/health"), 30, "daphne answers",
