@@ -303,3 +303,32 @@ def test_command_restores_with_yes(iocs, capsys):
     assert all(now[sp(prefix, i)] == pytest.approx(sim.base_value(i) + 10.0) for i in ANALOG)
     restore = Restore.objects.get()
     assert restore.created_by.startswith("cli:") and restore.status == "completed"
+
+
+def test_imported_read_back_only_pv_is_listed_writable_never(iocs, workers, write_client, tmp_path):
+    """A CSV row with a Readback and no Setpoint: listed with a setpointAddress (the React
+    frontend drops rows without one) and read-only, and never written by a restore."""
+    from django.core.management import call_command
+
+    prefix = _prefix()
+    iocs.append(SimIOC(count=COUNT, prefix=prefix).start())
+    rbv = f"{prefix}:DEV4:RBV"  # device 4 is read-back-only on the sim IOC
+    csv = tmp_path / "catalog.csv"
+    csv.write_text(f"Setpoint,Readback,Description\n,{rbv},read-back only\n")
+    call_command("import_pvs", str(csv), "--no-progress")
+    pv = PV.objects.get(readback_address=rbv)
+    assert pv.setpoint_address is None and pv.read_only is False  # as imported
+
+    listed = payload(write_client.get("/v1/pvs/paged", {"pvName": rbv}))["results"]
+    assert [(e["setpointAddress"], e["readbackAddress"], e["readOnly"]) for e in listed] == [
+        (rbv, rbv, True)
+    ]
+
+    live = ca_read([rbv])[rbv]
+    snap = snapshot_make([(pv, live + 25.0)], title="rb only")
+    workers.append(Worker(worker_env(SQUIRREL_EPICS_TIMEOUT="2")).start())
+    body = payload(write_client.post(f"/v1/snapshots/{snap.pk}/restore", {}, format="json"))
+    job = wait_job(body["jobId"])
+    assert job.status == Job.Status.COMPLETED, job.error
+    assert outcomes(body["restoreId"]) == {rbv: "skipped-read-only"}
+    assert ca_read([rbv])[rbv] == pytest.approx(live)  # the IOC, read directly: untouched
