@@ -532,11 +532,12 @@ class CAClient:
 
     def _filter(self, names: list[str], out: dict, failure: Callable[[str, str], Any]) -> list[str]:
         """Names that may be tried now; the others get ``failure(name, error)`` in ``out``."""
+        refused = self.breakers.refused() if self.breakers is not None else frozenset()
         usable = []
         for name in names:
             if wire_name(name) is None:
                 out[name] = failure(name, UNSUPPORTED_PVA)
-            elif self.breakers is not None and not self.breakers.allow(ioc_name(name)):
+            elif refused and ioc_name(name) in refused:
                 out[name] = failure(name, CIRCUIT_OPEN.format(ioc=ioc_name(name)))
             else:
                 usable.append(name)
@@ -932,13 +933,15 @@ class CAClient:
             return
         by_ioc: dict[str, bool] = {}
         for name, result in results.items():
-            if wire_name(name) is None:
+            if name.startswith("pva://"):  # not ours (``wire_name``)
+                continue
+            if ok(result):
+                by_ioc[ioc_name(name)] = True
                 continue
             error = result.error if isinstance(result, WriteResult) else result.get("error")
             if error and error.startswith("circuit breaker open"):
-                continue
-            ioc = ioc_name(name)
-            by_ioc[ioc] = by_ioc.get(ioc, False) or bool(ok(result))
+                continue  # refused here, not a call to the IOC
+            by_ioc.setdefault(ioc_name(name), False)
         if by_ioc:
             self.breakers.record(by_ioc)
 
