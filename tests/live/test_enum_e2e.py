@@ -10,6 +10,7 @@ every side, with the label beside it.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -74,10 +75,9 @@ async def _ws_initial(names: list[str]) -> dict[str, Any]:
 
 def test_unchanged_enum_saved_value_equals_live_value(enums, api):
     snapshot = snapshot_capture(title="enums", description=None, use_cache=True, created_by=None)
-    saved = {
-        v["setpointName"]: v["setpointValue"]
-        for v in payload(api.get(f"/v1/snapshots/{snapshot.pk}"))["pvValues"]
-    }
+    response = api.get(f"/v1/snapshots/{snapshot.pk}")  # streamed
+    detail = json.loads(b"".join(response.streaming_content))["payload"]
+    saved = {v["setpointName"]: v["setpointValue"] for v in detail["pvValues"]}
     names = [d.setpoint for d in enums]
     live = payload(api.post("/v1/pvs/live", {"pv_names": names}, format="json"))
     live_all = payload(api.get("/v1/pvs/live/all"))["values"]
