@@ -10,6 +10,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from jobs.models import Job
+from jobs.services import job_reap_all
 
 
 @admin.register(Job)
@@ -32,9 +33,15 @@ class JobAdmin(admin.ModelAdmin):
         "created_by",
         "created_at",
         "started_at",
+        "heartbeat_at",
         "completed_at",
     )
     fields = readonly_fields
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        """The list shows a job whose worker died as failed, as a poll of it would."""
+        job_reap_all()
+        return super().changelist_view(request, extra_context)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -33,6 +33,9 @@ class Job(BaseModel):
     created_by = models.CharField(max_length=255, null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # Kept fresh by the worker while it runs the job (jobs.heartbeat); null while nobody holds
+    # it (pending, or waiting in the queue for a retry).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "job"

@@ -16,3 +16,11 @@ class LiveRequestSerializer(serializers.Serializer):
     pv_names = serializers.ListField(
         child=serializers.CharField(trim_whitespace=False, allow_blank=True)
     )
+
+
+class TestEpicsQuerySerializer(serializers.Serializer):
+    """``pv``: the address to read (absent or blank: the contract's default PV)."""
+
+    pv = serializers.CharField(
+        required=False, allow_blank=True, max_length=255, trim_whitespace=False
+    )

@@ -19,10 +19,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from live.fanout import fanout_status
-from live.serializers import LiveRequestSerializer
+from live.serializers import LiveRequestSerializer, TestEpicsQuerySerializer
 from monitor import health
+from pvs.models import PV
+from squirrel.auth import request_principal, require_scope
 from squirrel.exceptions import PayloadTooLarge, Unavailable
-from squirrel.http import invalid
+from squirrel.http import invalid, query_data, validated
 
 
 def _names(data: Any) -> list[str]:
@@ -86,15 +88,20 @@ class CacheStatusView(APIView):
 
 
 class TestEpicsView(APIView):
-    """A direct Channel Access read of one PV (diagnostic)."""
+    """A direct Channel Access read of one PV (diagnostic). Read scope reads the catalog's
+    addresses; any other name needs write scope (it reads the machine beyond the catalog).
+    Only staff see the EPICS address list."""
 
-    @extend_schema(
-        parameters=[OpenApiParameter("pv", str, required=False)],
-        responses=OpenApiTypes.OBJECT,
-    )
+    @extend_schema(parameters=[TestEpicsQuerySerializer], responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
-        pv = request.query_params.get("pv") or health.DEFAULT_TEST_PV
-        return Response(health.epics_test(pv=pv))
+        query = query_data(request.query_params, "pv")
+        pv = validated(TestEpicsQuerySerializer(data=query), "query").get("pv")
+        pv = pv or health.DEFAULT_TEST_PV
+        if not PV.objects.with_address(pv).exists():
+            require_scope(request, "write")
+        principal = request_principal(request)
+        staff = principal is not None and principal.staff
+        return Response(health.epics_test(pv=pv, show_addresses=staff))
 
 
 class HeartbeatView(APIView):

@@ -12,7 +12,8 @@ web views (snapshot capture, restore, the EPICS test route).
 3. **Circuit breakers by one rule**: every client the bridge makes consults and records the
    process-wide breakers (``CircuitBreakers.shared``): an IOC whose calls keep failing is
    refused at once (``circuit breaker open for IOC ...``) instead of costing every later call
-   its timeout, for capture, restore and diagnostics alike.
+   its timeout, for capture, restore and diagnostics alike. Only the diagnostic ``probe`` of
+   one name does not count its failure (``circuits.SuccessesOnly``).
 4. Reads go in windows of at most ``WINDOW`` addresses (and never more than
    ``settings.EPICS_CONCURRENCY`` in flight); ``on_chunk(done, total)`` runs on the CALLER's
    thread after each window, so progress written to the database uses the caller's connection.
@@ -31,7 +32,7 @@ from typing import Any, Protocol
 from django.conf import settings
 
 from monitor.ca import UNSUPPORTED_PVA, CAClient
-from monitor.circuits import CircuitBreakers
+from monitor.circuits import Breakers, CircuitBreakers, SuccessesOnly
 from monitor.values import Entry
 
 WINDOW = 5000  # addresses per read window: measured as fast as one read_many of everything
@@ -58,22 +59,26 @@ class EpicsClient(Protocol):
     ) -> dict[str, Any]: ...
 
 
-def _ca_client(breakers: CircuitBreakers) -> EpicsClient:
+def _ca_client(breakers: Breakers) -> EpicsClient:
     return CAClient(breakers=breakers)
 
 
 #: protocol -> factory of its client (module docstring, 2); the pvAccess issue adds PVA here.
-CLIENTS: dict[str, Callable[[CircuitBreakers], EpicsClient]] = {CA: _ca_client}
+CLIENTS: dict[str, Callable[[Breakers], EpicsClient]] = {CA: _ca_client}
 UNSUPPORTED = {PVA: UNSUPPORTED_PVA}
 
 
 @dataclass(frozen=True, slots=True)
 class PutResult:
-    """The outcome of one put: ok, or an error text (``timed_out`` when no answer came)."""
+    """The outcome of one put: ok, or an error text (``timed_out`` when no answer came in
+    time). ``unknown``: the put was sent and never answered (the connection to the IOC dropped
+    or the time ran out first), so the IOC may have applied it; otherwise a failed put was
+    refused or never sent."""
 
     ok: bool
     timed_out: bool = False
     error: str | None = None
+    unknown: bool = False
 
 
 def _put_result(raw: Any) -> PutResult:
@@ -83,7 +88,12 @@ def _put_result(raw: Any) -> PutResult:
     timed_out = bool(getattr(raw, "timed_out", False)) or (
         not ok and error is not None and "time" in str(error).lower()
     )
-    return PutResult(ok=ok, timed_out=timed_out, error=None if ok else str(error or "failed"))
+    return PutResult(
+        ok=ok,
+        timed_out=timed_out,
+        error=None if ok else str(error or "failed"),
+        unknown=not ok and bool(getattr(raw, "unknown", False)),
+    )
 
 
 def _error_entry(error: str) -> Entry:
@@ -101,8 +111,8 @@ class Bridge:
     """Synchronous reads and writes over every protocol (module docstring); a context manager.
     Clients are opened on first use and closed by ``close``."""
 
-    def __init__(self, *, breakers: CircuitBreakers | None = None) -> None:
-        self._breakers = breakers if breakers is not None else CircuitBreakers.shared()
+    def __init__(self, *, breakers: Breakers | None = None) -> None:
+        self._breakers: Breakers = breakers if breakers is not None else CircuitBreakers.shared()
         self._clients: dict[str, EpicsClient] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -219,6 +229,13 @@ def read(
     """``Bridge.read`` on a bridge of its own, closed after."""
     with Bridge() as bridge:
         return bridge.read(names, timeout, on_chunk=on_chunk)
+
+
+def probe(name: str, timeout: float) -> Entry:
+    """A diagnostic read of one name the caller chose: refused by an open breaker, but its
+    failure is not held against the IOC its prefix names (module docstring, 3)."""
+    with Bridge(breakers=SuccessesOnly(CircuitBreakers.shared())) as bridge:
+        return bridge.read([name], timeout).get(name) or _error_entry("no answer")
 
 
 def write(targets: dict[str, Any], timeout: float, *, wait: bool = True) -> dict[str, PutResult]:

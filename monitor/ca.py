@@ -22,6 +22,11 @@ disconnected at once (``on_connection(name, False)``) and sends them back to sea
 dropped by the ECHO watchdog after ``EPICS_CA_CONN_TMO``. Subscriptions are restored on
 reconnect.
 
+A put's result tells a put that was refused or never sent (``ok`` false: no channel, no write
+access, a value the channel cannot take, an error status from the IOC) from one that was sent
+and never answered (``unknown``: the connection dropped, or the time ran out, before the
+completion came), which the IOC may well have applied.
+
 Names may carry ``ca://`` (stripped on the wire only); ``pva://`` names are not served here:
 their entries say so in ``error``. Honours ``EPICS_CA_ADDR_LIST``, ``EPICS_CA_AUTO_ADDR_LIST``,
 ``EPICS_CA_SERVER_PORT`` and ``EPICS_CA_MAX_ARRAY_BYTES`` (through caproto's readers).
@@ -57,7 +62,7 @@ import caproto
 from caproto._status import eca_value_to_status
 
 from monitor import values
-from monitor.circuits import CircuitBreakers, ioc_name
+from monitor.circuits import Breakers, ioc_name
 from monitor.values import Entry
 
 log = logging.getLogger(__name__)
@@ -77,6 +82,10 @@ UNSUPPORTED_PVA = "pva:// addresses are not served by the Channel Access client"
 CIRCUIT_OPEN = "circuit breaker open for IOC {ioc}"
 NOT_CONNECTED = "not connected (no IOC answered the search)"
 TIMED_OUT = "timed out"
+SENT_CONNECTION_LOST = (
+    "sent, but the connection to the IOC was lost before it answered: it may have been applied"
+)
+SENT_TIMED_OUT = "sent, but the IOC did not answer in time: it may have been applied"
 
 # Command ids (CA protocol).
 _VERSION, _EVENT_ADD, _EVENT_CANCEL, _WRITE, _SEARCH, _NOT_FOUND = 0, 1, 2, 4, 6, 14
@@ -159,12 +168,14 @@ def _meta_from_ctrl(dtype: int, payload: bytes) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class WriteResult:
-    """The outcome of one put: ok, or an error text (``timed_out`` when no answer came)."""
+    """The outcome of one put: ok, or an error text (``timed_out`` when no answer came in
+    time; ``unknown`` when the put was sent but never answered: it may have been applied)."""
 
     name: str
     ok: bool
     error: str | None = None
     timed_out: bool = False
+    unknown: bool = False
 
 
 class _Channel:
@@ -320,7 +331,7 @@ class CAClient:
         *,
         on_update: Callable[[str, Entry], None] | None = None,
         on_connection: Callable[[str, bool], None] | None = None,
-        breakers: CircuitBreakers | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         self.on_update = on_update
         self.on_connection = on_connection
@@ -471,6 +482,7 @@ class CAClient:
         usable = self._filter(list(values_by_name), results, _failure)
         deadline = time.monotonic() + timeout
         batch = _Batch()
+        sent: set[str] = set()  # puts with completion on the wire, answered or not
 
         def put(ch: _Channel) -> None:
             circuit, sid = ch.circuit, ch.sid
@@ -488,6 +500,7 @@ class CAClient:
                 ioid = self._ioid()
                 self.ops[ioid] = (batch, ch, _WRITE_NOTIFY)
                 circuit.send(_message(_WRITE_NOTIFY, payload, ch.dtype, count, sid, ioid))
+                sent.add(ch.name)
             else:
                 circuit.send(_message(_WRITE, payload, ch.dtype, count, sid, 0))
                 batch.finish(ch.name, WriteResult(ch.name, True))
@@ -499,7 +512,9 @@ class CAClient:
         await self._await_batch(batch, deadline)
         for name in usable:
             result = batch.results.get(name)
-            if result is None:
+            if result is None and name in sent:
+                result = WriteResult(name, False, SENT_TIMED_OUT, timed_out=True, unknown=True)
+            elif result is None:
                 error = TIMED_OUT if self.is_connected(name) else NOT_CONNECTED
                 result = WriteResult(name, False, error, timed_out=True)
             results[name] = result
@@ -695,7 +710,11 @@ class CAClient:
         for ioid, (batch, ch, kind) in list(self.ops.items()):
             if ch.circuit is circuit:
                 del self.ops[ioid]
-                self._fail_op(batch, ch, kind, values.DISCONNECTED)
+                if kind == _WRITE_NOTIFY:  # sent, never answered: it may have been applied
+                    batch.finish(ch.name, WriteResult(ch.name, False, SENT_CONNECTION_LOST,
+                                                      unknown=True))  # fmt: skip
+                else:
+                    self._fail_op(batch, ch, kind, values.DISCONNECTED)
         for ch in circuit.channels.values():
             self._disconnected(ch)
             self._research(ch, delay=0.5)

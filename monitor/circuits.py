@@ -6,6 +6,10 @@ failure.
 Each process keeps its breakers in memory and writes every change to the Redis hash
 ``events.circuits_key()`` (field = IOC name, value = msgpack dict). An operator may force a
 breaker open or closed (``circuit_force``); running processes pick that up from Redis.
+
+Breakers are keyed by the IOC a name's prefix suggests (``ioc_name``), which holds for the
+catalog's names. A diagnostic read of an arbitrary name goes through ``SuccessesOnly``: its
+failure is not evidence against that IOC.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 import threading
 import time
 from functools import lru_cache
-from typing import Any, TypedDict
+from typing import Any, Protocol, TypedDict
 
 import msgpack
 import redis
@@ -54,6 +58,32 @@ def ioc_name(address: str) -> str:
     if len(parts) == 2:
         return parts[0]
     return "default"
+
+
+class Breakers(Protocol):
+    """What a client asks of breakers: which IOCs are refused now; how its calls went."""
+
+    def refused(self) -> frozenset[str]: ...
+    def record(self, calls: dict[str, bool]) -> None: ...
+
+
+class SuccessesOnly:
+    """Breakers as a diagnostic read (GET /v1/pvs/test-epics) sees them: an open breaker
+    refuses it as any call, a success counts (it closes a half-open breaker), a failure is not
+    recorded. The caller picks the name, and a name that no IOC serves says nothing about the
+    IOC its prefix names: six reads of missing PVs opened a real IOC's breaker, and each new
+    prefix added a breaker of its own that nothing ever removed."""
+
+    def __init__(self, breakers: Breakers) -> None:
+        self.breakers = breakers
+
+    def refused(self) -> frozenset[str]:
+        return self.breakers.refused()
+
+    def record(self, calls: dict[str, bool]) -> None:
+        succeeded = {ioc: True for ioc, ok in calls.items() if ok}
+        if succeeded:
+            self.breakers.record(succeeded)
 
 
 def _new(name: str) -> CircuitState:
@@ -96,16 +126,15 @@ class CircuitBreakers:
             return
         self.forced_read_at = now
         try:
-            raw = events.sync_redis().hgetall(events.circuits_key())
+            raw = events.sync_redis().hgetall(events.circuits_forced_key())
         except redis.RedisError as exc:
             log.warning("cannot read circuit states: %s", exc)
             return
-        forced = {}
-        for field, data in raw.items():
-            state = msgpack.unpackb(data, raw=False)
-            if state.get("forced") in ("open", "closed"):
-                forced[events.text(field)] = state["forced"]
-        self.forced = forced
+        self.forced = {
+            events.text(ioc): events.text(state)
+            for ioc, state in raw.items()
+            if events.text(state) in ("open", "closed")
+        }
 
     def allow(self, ioc: str) -> bool:
         """May a call to ``ioc`` be made now? (An open breaker past its cool-down lets one
@@ -231,4 +260,7 @@ def circuit_force(*, name: str, state: str) -> None:
         current["opened_at"] = None
     else:
         current["opened_at"] = time.time()
-    client.hset(events.circuits_key(), name, msgpack.packb(current, use_bin_type=True))
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(events.circuits_key(), name, msgpack.packb(current, use_bin_type=True))
+    pipe.hset(events.circuits_forced_key(), name, state)
+    pipe.execute()

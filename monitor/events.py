@@ -78,6 +78,12 @@ def circuits_key() -> str:
     return key("monitor", "circuits")
 
 
+def circuits_forced_key() -> str:
+    """HASH IOC name -> "open"/"closed": only the breakers an operator forced, so every process
+    can re-read them each second (``circuits_key`` holds one entry per IOC ever called: 50K)."""
+    return key("monitor", "circuits-forced")
+
+
 def catalog_version_key() -> str:
     """STRING bumped whenever the PV catalog changes, so the monitor reloads at once."""
     return key("catalog", "version")

@@ -26,6 +26,7 @@ DEFAULT_STALE_SECONDS = 300
 MONITOR_STALE_SECONDS = 30.0  # monitor/status: "stale" beyond this heartbeat age
 MAX_ERRORS = 10
 DEFAULT_TEST_PV = "KLYS:LI22:31:KVAC"
+HIDDEN = "hidden (staff only)"  # test-epics's EPICS_CA_ADDR_LIST for a caller that is not staff
 HIGH_DISCONNECT_PERCENT = 10.0
 SOME_DISCONNECT_PERCENT = 1.0
 _STAT_INTS = (
@@ -99,14 +100,20 @@ def cache_status() -> dict[str, Any]:
     return {"cachedPvCount": count, "status": "connected", "error": None}
 
 
-def epics_test(*, pv: str) -> dict[str, Any]:
-    """A direct Channel Access read of one PV, with the EPICS environment (a diagnostic)."""
+def epics_test(*, pv: str, show_addresses: bool) -> dict[str, Any]:
+    """A direct Channel Access read of one PV, with the EPICS environment (a diagnostic).
+
+    The read is a probe (``bridge.probe``): its failure opens no breaker. The address list
+    says where the IOCs are; without ``show_addresses`` (staff only) it is reported hidden.
+    """
     environment = {
         name: os.environ.get(name, "NOT SET")
         for name in ("EPICS_CA_ADDR_LIST", "EPICS_CA_AUTO_ADDR_LIST")
     }
+    if not show_addresses:
+        environment["EPICS_CA_ADDR_LIST"] = HIDDEN
     try:
-        entry = bridge.read([pv], settings.EPICS_TIMEOUT).get(pv) or {}
+        entry = bridge.probe(pv, settings.EPICS_TIMEOUT)
         error = entry.get("error")
     except Exception as exc:  # a diagnostic reports every failure instead of raising
         entry, error = {}, f"{type(exc).__name__}: {exc}"

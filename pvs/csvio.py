@@ -3,12 +3,19 @@
 Columns ``Setpoint``, ``Readback`` and optional ``Config``, ``Device``, ``Description``,
 ``AbsTolerance``, ``RelTolerance``, ``ReadOnly``; every other column is a tag group whose
 cells name tags (comma-separated, quoted when several; empty/nan/none means none).
+
+Operators open these files in spreadsheets, which run a cell that starts with ``=``, ``+``,
+``-``, ``@``, tab or CR as a formula (OWASP "CSV injection": ``=cmd|' /C calc'!A0``). Every CSV
+this project writes (catalog and snapshot exports) passes its cells through ``spreadsheet_safe``,
+which prefixes such a text cell with ``'`` (the spreadsheet shows it as text), and ``parse``
+undoes it with ``spreadsheet_unescape``, so an export round-trips exactly.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -29,6 +36,34 @@ TRUE = {"true", "1", "yes", "y", "on", "t"}
 FALSE = {"false", "0", "no", "n", "off", "f", ""}
 MAX_LENGTH = 255
 MAX_ERRORS = 50
+NUL_ERROR = "contains a NUL byte (0x00), which cannot be stored"
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FIRST_CHECKED = frozenset((*FORMULA_START, "'"))  # a fast first test: most cells pass it
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def _formula_like(text: str) -> bool:
+    """Would a spreadsheet read ``text``, once its leading quotes are gone, as a formula? A
+    plain number (``-1.5``) is read as that number, not a formula: it stays as it is. Looking
+    past leading quotes makes the escape reversible: a text that itself starts with ``'=``
+    gets a second quote, which the import removes again."""
+    bare = text.lstrip("'")
+    return bare[:1] in FORMULA_START and _NUMBER.fullmatch(bare) is None
+
+
+def spreadsheet_safe(cell: Any) -> Any:
+    """A CSV cell a spreadsheet will not run: a text that would start a formula gets a
+    leading ``'``; numbers (also negative ones) and every other cell are left as they are."""
+    if isinstance(cell, str) and cell[:1] in _FIRST_CHECKED and _formula_like(cell):
+        return "'" + cell
+    return cell
+
+
+def spreadsheet_unescape(text: str) -> str:
+    """The text ``spreadsheet_safe`` was given, from the cell it made."""
+    if text.startswith("'") and _formula_like(text[1:]):
+        return text[1:]
+    return text
 
 
 @dataclass
@@ -76,10 +111,13 @@ def _where(line: int, index: int, name: str) -> str:
 
 
 def _header(cells: list[str]) -> tuple[list[str], list[str]]:
-    columns = [c.strip() for c in cells]
+    columns = [spreadsheet_unescape(c.strip()) for c in cells]
     errors = []
     seen: dict[str, int] = {}
     for index, name in enumerate(columns):
+        if "\x00" in name:
+            errors.append(f"line 1, column {index + 1}: {NUL_ERROR}")
+            continue
         if not name:
             errors.append(f"line 1, column {index + 1}: empty column name")
             continue
@@ -135,8 +173,11 @@ def tag_names(cell: str) -> list[str]:
 def _row(line: int, columns: list[str], cells: list[str], errors: list[str]) -> CsvRow | None:
     row = CsvRow(line=line)
     for index, name in enumerate(columns):
-        text = cells[index].strip() if index < len(cells) else ""
+        text = spreadsheet_unescape(cells[index].strip()) if index < len(cells) else ""
         where = _where(line, index, name)
+        if "\x00" in text:
+            errors.append(f"{where}: {NUL_ERROR}")
+            continue
         if name in ("AbsTolerance", "RelTolerance"):
             setattr(row, _ATTR[name], _float(text, where, errors))
         elif name == "ReadOnly":
@@ -250,7 +291,15 @@ def export_row(values: dict[str, Any], tags: Sequence[Sequence[str]]) -> list[st
     ]
 
 
+def csv_writer(stream: TextIO) -> Any:
+    """The CSV writer of every export: rows end in CRLF (RFC 4180), which also makes the
+    writer quote a cell holding a lone CR; with a bare LF such a cell went out unquoted and
+    split its row in two for every reader."""
+    return csv.writer(stream, lineterminator="\r\n")
+
+
 def write(stream: TextIO, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    writer = csv.writer(stream, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
+    """The catalog as CSV, every cell made ``spreadsheet_safe`` (module docstring)."""
+    out = csv_writer(stream)
+    out.writerow([spreadsheet_safe(c) for c in header])
+    out.writerows([spreadsheet_safe(c) for c in row] for row in rows)

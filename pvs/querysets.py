@@ -50,6 +50,14 @@ class PVQuerySet(models.QuerySet["PV"]):
             )
         )
 
+    def with_address(self, address: str) -> PVQuerySet:
+        """PVs that have ``address`` as their setpoint, readback or config address (exact)."""
+        return self.filter(
+            models.Q(setpoint_address=address)
+            | models.Q(readback_address=address)
+            | models.Q(config_address=address)
+        )
+
     def with_devices(self, devices: Sequence[str]) -> PVQuerySet:
         """PVs whose device is one of these (exact); no filter when empty."""
         return self.filter(device__in=devices) if devices else self

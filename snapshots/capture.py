@@ -14,6 +14,10 @@ The capture (DESIGN.md "Snapshot"):
 5. writes the snapshot row and all values with COPY in ONE transaction, together with the
    job's completion, so a snapshot is visible only when complete and a retried job never
    produces a second one.
+
+A worker killed mid-capture leaves nothing half-written (the transaction never committed); its
+job, whose heartbeat stops, is failed by ``capture_reap_orphans`` when it is polled. An attempt
+that finds its job failed (reaped, or a redelivered message after that) writes nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from django.conf import settings
@@ -238,6 +243,11 @@ def snapshot_capture(
                 if existing is not None:
                     log.info("job %s already produced snapshot %s", job_id, existing.pk)
                     return existing
+            if job.status == Job.Status.FAILED:
+                raise jobs.JobAbandoned(
+                    f"capture job {job_id} was failed while it ran ({job.error}); "
+                    "its snapshot is not saved"
+                )
         snapshot = snapshot_store(
             title=title,
             description=description,
@@ -282,6 +292,22 @@ def snapshot_store(
     snapshot.save()
     snapshot_values_write(snapshot=snapshot, values=rows)
     return snapshot
+
+
+def capture_orphan_error(last_beat: datetime) -> str:
+    """The error of a capture job whose worker died."""
+    return (
+        f"The worker stopped during the capture (last heartbeat {last_beat:%H:%M:%S} UTC); "
+        "no snapshot was saved."
+    )
+
+
+def capture_reap_orphans(*, stale_after: float | None = None) -> list[Job]:
+    """Fail running capture jobs whose worker stopped sending heartbeats (module docstring).
+    Nothing of theirs is visible: the snapshot would have committed with the job."""
+    return jobs.job_reap_stale(
+        type=Job.Type.SNAPSHOT_CREATE, error=capture_orphan_error, stale_after=stale_after
+    )
 
 
 def snapshot_created_message(snapshot: Snapshot) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Iterable
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from django.db import connection
 
 from monitor import values
+from pvs import csvio
 from snapshots.codec import (
     DISPLAY_META,
     DISPLAY_WIDTH,
@@ -96,13 +96,15 @@ def snapshot_export_filename(*, snapshot: Snapshot, fmt: str) -> str:
 
 
 def _csv_cell(value: Any) -> Any:
+    """One CSV cell: empty for null, JSON for arrays, ``spreadsheet_safe`` text (a string PV's
+    value, a label, an error, a name may start a formula); numbers as they are."""
     if value is None:
         return ""
     if isinstance(value, list | dict):
         return dumps(value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    return value
+    return csvio.spreadsheet_safe(value)
 
 
 def snapshot_export(*, snapshot: Snapshot, fmt: str) -> Iterable[str]:
@@ -128,18 +130,19 @@ def snapshot_export(*, snapshot: Snapshot, fmt: str) -> Iterable[str]:
     if fmt != "csv":
         raise Invalid(f"Unknown export format {fmt!r}")
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csvio.csv_writer(out)
     writer.writerow(CSV_HEADER)
     fields = (
         "value", "label", "status", "severity", "timestamp", "units", "precision",
         "upper_ctrl_limit", "lower_ctrl_limit", "source", "age", "connected", "error",
     )  # fmt: skip
     for n, row in enumerate(rows, 1):
-        cells = [row["pvId"], row["pvName"], row["setpointAddress"], row["readbackAddress"]]
+        names = (row["pvId"], row["pvName"], row["setpointAddress"], row["readbackAddress"])
+        cells = [_csv_cell(c) for c in names]  # once each: the escape is not idempotent
         for key in ("setpointValue", "readbackValue"):
             side = row[key] or {}
             cells.extend(_csv_cell(side.get(f)) for f in fields)
-        writer.writerow([_csv_cell(c) for c in cells])
+        writer.writerow(cells)
         if n % 500 == 0:
             yield out.getvalue()
             out.seek(0)

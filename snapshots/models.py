@@ -191,6 +191,7 @@ class Outcome(models.IntegerChoices):
     SKIPPED_EQUAL = 8, "skipped-equal"
     SKIPPED_READ_ONLY = 9, "skipped-read-only"
     SKIPPED_NO_VALUE = 10, "skipped-no-value"
+    WRITE_UNKNOWN = 11, "write-unknown"  # sent, never answered (IOC died): may have been applied
 
 
 class RestorePlan(BaseModel):

@@ -1,39 +1,46 @@
-"""Admin of API keys: creating one generates its token and shows it ONCE; keys are
+"""Admin of API keys: creating one generates its token and shows it ONCE, in the answer to the
+add form itself (never in a message, whose cookie a browser keeps readable); keys are
 deactivated (an action), never edited; the token hash is never shown or editable."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 
 from squirrel import services
+from squirrel.auth import staff_name
 from squirrel.exceptions import SquirrelError
 from squirrel.models import ApiKey
 
 if TYPE_CHECKING:
     from django.contrib.admin.options import _FieldGroups
 
+SCOPES = ("read_access", "write_access", "admin_access")
+SHOWN = ["id", "app_name", *SCOPES, "is_active", "created_by", "created_at"]
+
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ("app_name", "read_access", "write_access", "is_active", "created_at")
-    list_filter = ("is_active", "read_access", "write_access")
+    list_display = ("app_name", *SCOPES, "is_active", "created_by", "created_at")
+    list_filter = ("is_active", *SCOPES)
     search_fields = ("app_name", "=id")
     ordering = ("app_name", "created_at")
     actions = ["deactivate"]
+    # the token of a key this request created, from save_model to response_add
+    _tokens: WeakKeyDictionary[HttpRequest, str] = WeakKeyDictionary()
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> _FieldGroups:
         if obj is None:
-            return ["app_name", "read_access", "write_access"]
-        return ["id", "app_name", "read_access", "write_access", "is_active", "created_at"]
+            return ["app_name", *SCOPES]
+        return [*SHOWN]
 
     def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
-        if obj is None:
-            return []
-        return ["id", "app_name", "read_access", "write_access", "is_active", "created_at"]
+        return [] if obj is None else [*SHOWN]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # keys are deactivated, never deleted (audit)
@@ -42,17 +49,36 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if change:
             return  # nothing on a key is editable
         created = services.api_key_create(
-            app_name=obj.app_name, read_access=obj.read_access, write_access=obj.write_access
+            app_name=obj.app_name,
+            read_access=obj.read_access,
+            write_access=obj.write_access,
+            admin_access=obj.admin_access,
+            created_by=staff_name(request.user),
         )
-        for field in ("id", "token_hash", "is_active", "created_at", "updated_at"):
+        for field in ("id", "token_hash", "is_active", "created_by", "created_at", "updated_at"):
             setattr(obj, field, getattr(created.key, field))
         obj._state.adding = False
         obj._state.db = created.key._state.db
-        messages.warning(
-            request,
-            f"Token of '{created.key.app_name}': {created.token} — copy it now, "
-            "it is shown only this once.",
-        )
+        self._tokens[request] = created.token
+
+    def response_add(
+        self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        """The page that shows the new token, answered to the POST itself: a redirect would
+        have to carry the token through a message, i.e. the ``messages`` cookie."""
+        token = self._tokens.pop(request, None)
+        if token is None:
+            return super().response_add(request, obj, post_url_continue)
+        scopes = [f.removesuffix("_access") for f in SCOPES if getattr(obj, f)]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"API key {obj.app_name} created",
+            "opts": self.opts,
+            "key": obj,
+            "token": token,
+            "scopes": ", ".join(scopes),
+        }
+        return TemplateResponse(request, "admin/squirrel/apikey/created.html", context)
 
     @admin.action(description="Deactivate selected API keys")
     def deactivate(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:

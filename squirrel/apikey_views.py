@@ -1,4 +1,8 @@
-"""The /v1/api-keys routes (contract §2.7). Thin: parse, call one service, shape the DTO."""
+"""The /v1/api-keys routes (contract §2.7). Thin: parse, call one service, shape the DTO.
+
+Listing and counting keys need read scope (contract); creating and deactivating them need the
+admin scope (staff users, keys created with it; never an anonymous caller), and 401 otherwise.
+"""
 
 from __future__ import annotations
 
@@ -12,30 +16,36 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from squirrel import services
-from squirrel.auth import request_principal
+from squirrel.auth import created_by, request_principal
 from squirrel.http import body_object, query_data, validated
 from squirrel.models import ApiKey
 
 
 def api_key_dto(key: ApiKey) -> dict[str, Any]:
-    """ApiKeyDTO: ``{id, appName, isActive, readAccess, writeAccess, createdAt, updatedAt}``."""
+    """ApiKeyDTO: ``{id, appName, isActive, readAccess, writeAccess, createdAt, updatedAt}``,
+    and as extra keys ``adminAccess`` and ``createdBy`` (null for keys older than it)."""
     return {
         "id": str(key.pk),
         "appName": key.app_name,
         "isActive": key.is_active,
         "readAccess": key.read_access,
         "writeAccess": key.write_access,
+        "adminAccess": key.admin_access,
+        "createdBy": key.created_by,
         "createdAt": key.created_at.isoformat(),
         "updatedAt": key.updated_at.isoformat(),
     }
 
 
 class ApiKeyCreateSerializer(serializers.Serializer):
-    """POST body: every field required."""
+    """POST body: the contract's three fields are required; ``adminAccess`` is optional."""
 
     appName = serializers.CharField(max_length=255)
     readAccess = serializers.BooleanField()
     writeAccess = serializers.BooleanField()
+    adminAccess = serializers.BooleanField(
+        default=False, help_text="may create and deactivate API keys"
+    )
 
 
 class ApiKeyListQuerySerializer(serializers.Serializer):
@@ -58,6 +68,8 @@ class ApiKeyOutSerializer(serializers.Serializer):
     isActive = serializers.BooleanField()
     readAccess = serializers.BooleanField()
     writeAccess = serializers.BooleanField()
+    adminAccess = serializers.BooleanField()
+    createdBy = serializers.CharField(allow_null=True)
     createdAt = serializers.DateTimeField()
     updatedAt = serializers.DateTimeField()
 
@@ -83,8 +95,10 @@ def _keys(request: Request):
 
 
 class ApiKeyListView(APIView):
-    """GET: every key (``active_only`` to skip deactivated ones). POST: create a key; the
-    answer is the only place its token ever appears."""
+    """GET: every key (``active_only`` to skip deactivated ones). POST (admin scope): create a
+    key; the answer is the only place its token ever appears."""
+
+    required_scope = {"POST": "admin"}
 
     @extend_schema(parameters=[ApiKeyListQuerySerializer], responses=ApiKeyOutSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -97,6 +111,8 @@ class ApiKeyListView(APIView):
             app_name=data["appName"],
             read_access=data["readAccess"],
             write_access=data["writeAccess"],
+            admin_access=data["adminAccess"],
+            created_by=created_by(request),
         )
         return Response({**api_key_dto(created.key), "token": created.token})
 
@@ -110,7 +126,9 @@ class ApiKeyCountView(APIView):
 
 
 class ApiKeyDetailView(APIView):
-    """DELETE: deactivate a key; answers the deactivated ApiKeyDTO."""
+    """DELETE (admin scope): deactivate a key; answers the deactivated ApiKeyDTO."""
+
+    required_scope = "admin"
 
     @extend_schema(
         parameters=[ApiKeyDeleteQuerySerializer],

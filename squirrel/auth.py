@@ -3,6 +3,11 @@
 A request is authenticated by an ``X-API-Key`` header (or ``?api_key=`` on WebSockets), or by
 a Django staff session. Without either, ``SQUIRREL_ANONYMOUS_ACCESS`` decides. GET needs read
 scope, other methods write scope, except where a view sets ``required_scope``.
+
+The third scope, ``admin``, is for managing API keys (creating and deactivating them): staff
+users and keys created with it have it; an anonymous caller never does, whatever
+``SQUIRREL_ANONYMOUS_ACCESS`` says, so a key can never outlive the anonymous access it was
+made under.
 """
 
 from __future__ import annotations
@@ -23,16 +28,26 @@ ANONYMOUS = "anonymous"  # the name of a caller without a key (under SQUIRREL_AN
 
 @dataclass(frozen=True)
 class Principal:
-    """The caller as the API sees it: a name for audit records and its scopes."""
+    """The caller as the API sees it: a name for audit records, its scopes, and whether it is
+    a staff user (who may also see deployment details, such as the EPICS address list)."""
 
     name: str
     read: bool
     write: bool
+    admin: bool = False
+    staff: bool = False
     api_key_id: str | None = None
     is_authenticated: bool = True
 
     def allows(self, scope: str) -> bool:
+        if scope == "admin":
+            return self.admin
         return self.write if scope == "write" else self.read
+
+
+def staff_name(user: Any) -> str:
+    """How a staff user is named in audit records (``created_by``): ``user:<username>``."""
+    return f"user:{user.get_username()}"
 
 
 def anonymous_principal() -> Principal | None:
@@ -46,7 +61,7 @@ def principal_for_token(token: str) -> Principal | None:
     """The active key with this token, as a Principal, or None."""
     key = (
         ApiKey.objects.filter(token_hash=hash_token(token), is_active=True)
-        .only("id", "app_name", "read_access", "write_access")
+        .only("id", "app_name", "read_access", "write_access", "admin_access")
         .first()
     )
     if key is None:
@@ -55,6 +70,7 @@ def principal_for_token(token: str) -> Principal | None:
         name=f"api-key:{key.app_name}",
         read=key.read_access,
         write=key.write_access,
+        admin=key.admin_access,
         api_key_id=str(key.id),
     )
 
@@ -85,7 +101,8 @@ class StaffSessionAuthentication(SessionAuthentication):
         user = result[0]
         if not user.is_staff:
             return None
-        return Principal(name=f"user:{user.get_username()}", read=True, write=True), None
+        principal = Principal(name=staff_name(user), read=True, write=True, admin=True, staff=True)
+        return principal, None
 
 
 def required_scope(request: Any, view: Any) -> str:
@@ -112,18 +129,27 @@ def created_by(request: Any) -> str | None:
     return principal.name
 
 
+def require_scope(request: Any, scope: str) -> Principal:
+    """The caller, if it has ``scope``; else 401 (contract §1.6: a missing key and a key
+    without the scope are both 401): "Missing or deactivated API key" for a caller without a
+    key, "API key does not have <scope> access" for a key."""
+    principal = request_principal(request)
+    if principal is None:
+        raise exceptions.NotAuthenticated(MISSING_KEY)
+    if not principal.allows(scope):
+        if principal.name == ANONYMOUS:
+            raise exceptions.NotAuthenticated(MISSING_KEY)
+        raise exceptions.PermissionDenied(f"API key does not have {scope} access")
+    return principal
+
+
 class ScopePermission(BasePermission):
-    """Read scope for reads, write scope for writes; anonymous callers per the setting."""
+    """Read scope for reads, write scope for writes, admin scope where a view says so;
+    anonymous callers per the setting (never admin)."""
 
     def has_permission(self, request: Any, view: Any) -> bool:
         scope = required_scope(request, view)
         if scope == "none":
             return True
-        principal = request_principal(request)
-        if principal is None:
-            raise exceptions.NotAuthenticated(MISSING_KEY)
-        if not principal.allows(scope):
-            if principal.name == ANONYMOUS:
-                raise exceptions.NotAuthenticated(MISSING_KEY)
-            raise exceptions.PermissionDenied(f"API key does not have {scope} access")
+        require_scope(request, scope)
         return True

@@ -28,13 +28,24 @@ def hash_token(token: str) -> str:
 
 
 class ApiKey(BaseModel):
-    """A program's key: read and/or write scope; only its SHA-256 hash is stored."""
+    """A program's key: read and/or write scope, optionally admin (managing keys); only its
+    SHA-256 hash is stored, beside who created it."""
 
     app_name = models.CharField(max_length=255)
     token_hash = models.CharField(max_length=128, unique=True, editable=False)
     is_active = models.BooleanField(default=True)
     read_access = models.BooleanField(default=False)
     write_access = models.BooleanField(default=False)
+    admin_access = models.BooleanField(
+        default=False, help_text="may create and deactivate API keys"
+    )
+    created_by = models.CharField(
+        max_length=255,
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="who created the key: api-key:<name>, user:<name> or cli:<name>",
+    )
 
     class Meta:
         db_table = "api_key"
@@ -53,5 +64,11 @@ class ApiKey(BaseModel):
         ]
 
     def __str__(self) -> str:
-        scopes = "".join(s for s, on in (("r", self.read_access), ("w", self.write_access)) if on)
-        return f"{self.app_name} ({scopes or '-'}{'' if self.is_active else ', inactive'})"
+        state = "" if self.is_active else ", inactive"
+        return f"{self.app_name} ({self.scope_letters or '-'}{state})"
+
+    @property
+    def scope_letters(self) -> str:
+        """``r``, ``w`` and ``a`` (admin) for the scopes the key has."""
+        granted = (("r", self.read_access), ("w", self.write_access), ("a", self.admin_access))
+        return "".join(letter for letter, on in granted if on)

@@ -29,9 +29,17 @@ def api_key_token_new() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
-def api_key_create(*, app_name: str, read_access: bool, write_access: bool) -> CreatedApiKey:
-    """Create an active key; Conflict (409) without any access or when an active key of that
-    name exists."""
+def api_key_create(
+    *,
+    app_name: str,
+    read_access: bool,
+    write_access: bool,
+    admin_access: bool = False,
+    created_by: str | None,
+) -> CreatedApiKey:
+    """Create an active key, recording who made it (``api-key:<name>``, ``user:<name>``,
+    ``cli:<name>``); Conflict (409) without read or write access (admin alone is not a key
+    the API could authenticate any read with) or when an active key of that name exists."""
     app_name = app_name.strip()
     if not (read_access or write_access):
         raise Conflict("Cannot create an API Key with no access.")
@@ -44,6 +52,8 @@ def api_key_create(*, app_name: str, read_access: bool, write_access: bool) -> C
         token_hash=hash_token(token),
         read_access=read_access,
         write_access=write_access,
+        admin_access=admin_access,
+        created_by=created_by,
     )
     key.full_clean(validate_constraints=False)
     try:

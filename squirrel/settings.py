@@ -223,7 +223,13 @@ MONITOR_ALIVE_SECONDS = env_float("SQUIRREL_MONITOR_ALIVE_SECONDS", 5.0, minimum
 # --- Snapshots, restore, live values -------------------------------------------------------------
 PLAN_MAX_AGE = env_float("SQUIRREL_PLAN_MAX_AGE", 300.0, minimum=1.0)
 RESTORE_SETTLE_TIME = env_float("SQUIRREL_RESTORE_SETTLE_TIME", 2.0, minimum=0.0)
-RESTORE_HEARTBEAT_STALE = env_float("SQUIRREL_RESTORE_HEARTBEAT_STALE", 15.0, minimum=2.0)
+# A running capture or restore whose worker's heartbeat (one a second, jobs/heartbeat.py) is
+# older than this lost its worker and is failed. SQUIRREL_RESTORE_HEARTBEAT_STALE: former name.
+JOB_HEARTBEAT_STALE = env_float(
+    "SQUIRREL_JOB_HEARTBEAT_STALE",
+    env_float("SQUIRREL_RESTORE_HEARTBEAT_STALE", 15.0, minimum=2.0),
+    minimum=2.0,
+)
 WEBSOCKET_BATCH_INTERVAL_MS = env_int("SQUIRREL_WEBSOCKET_BATCH_INTERVAL_MS", 100, minimum=10)
 WEBSOCKET_HEARTBEAT_INTERVAL = env_float("SQUIRREL_WEBSOCKET_HEARTBEAT_INTERVAL", 5.0, minimum=0.5)
 WEBSOCKET_MAX_PVS_PER_MESSAGE = env_int("SQUIRREL_WEBSOCKET_MAX_PVS_PER_MESSAGE", 50000, minimum=1)

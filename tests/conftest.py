@@ -77,10 +77,14 @@ def api() -> APIClient:
     return APIClient()
 
 
-def make_key(name: str, *, read: bool, write: bool) -> tuple[ApiKey, str]:
+def make_key(name: str, *, read: bool, write: bool, admin: bool = False) -> tuple[ApiKey, str]:
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey.objects.create(
-        app_name=name, token_hash=hash_token(token), read_access=read, write_access=write
+        app_name=name,
+        token_hash=hash_token(token),
+        read_access=read,
+        write_access=write,
+        admin_access=admin,
     )
     return key, token
 
@@ -96,6 +100,15 @@ def read_client(db) -> APIClient:
 @pytest.fixture
 def write_client(db) -> APIClient:
     _, token = make_key("writer", read=True, write=True)
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=token)
+    return client
+
+
+@pytest.fixture
+def key_admin_client(db) -> APIClient:
+    """A key with the admin scope (it manages API keys), and read and write."""
+    _, token = make_key("keyadmin", read=True, write=True, admin=True)
     client = APIClient()
     client.credentials(HTTP_X_API_KEY=token)
     return client

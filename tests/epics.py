@@ -248,3 +248,82 @@ def sim_ioc() -> Iterator[SimIOC]:
     """A small sim IOC (50 devices, 10 % of channels changing at 1 Hz) shared by a module."""
     with run_sim_ioc(50) as ioc:
         yield ioc
+
+
+# --- a small hand-written IOC (softioc's EPICS core) ---------------------------------------------
+
+# ``$(P)SLOW`` takes its value at once but completes a put with completion only 30 s later (the
+# calcout's output delay holds the put's processing chain open): a put in flight that an IOC
+# death or hang can interrupt.
+_IOC_SCRIPT = """
+import sys
+from softioc import softioc, asyncio_dispatcher
+softioc.dbLoadDatabase(sys.argv[1])
+softioc.iocInit(asyncio_dispatcher.AsyncioDispatcher(), enable_pva=False)
+print("READY", flush=True)
+sys.stdin.read()
+"""
+
+_DB = """
+record(ao, "$(P)AO") {{ field(VAL, "1.5") field(EGU, "mm") field(PREC, "3")
+  field(DRVH, "10") field(DRVL, "-10") field(HOPR, "10") field(LOPR, "-10") field(PINI, "YES") }}
+record(ai, "$(P)RB") {{ field(INP, "$(P)AO CP") field(EGU, "mm") field(PREC, "3") }}
+record(mbbo, "$(P)ENUM") {{ field(ZRST, "Off") field(ONST, "On") field(TWST, "Fault")
+  field(VAL, "1") field(PINI, "YES") }}
+record(stringout, "$(P)STR") {{ field(VAL, "hello") field(PINI, "YES") }}
+record(waveform, "$(P)WF") {{ field(FTVL, "DOUBLE") field(NELM, "1000") }}
+record(ao, "$(P)NEW") {{ field(VAL, "7") field(PINI, "YES") }}
+record(calc, "$(P)CNT") {{ field(SCAN, ".1 second") field(CALC, "A+1") field(INPA, "$(P)CNT") }}
+record(ao, "$(P)SLOW") {{ field(VAL, "0") field(FLNK, "$(P)SLOW:DLY") }}
+record(calcout, "$(P)SLOW:DLY") {{ field(CALC, "A") field(INPA, "$(P)SLOW") field(ODLY, "30")
+  field(OUT, "$(P)SLOW:RB PP") }}
+record(ai, "$(P)SLOW:RB") {{ }}
+{extra}
+"""
+
+
+class SoftIoc:
+    """A softioc subprocess serving a small database on its own CA port; restartable."""
+
+    def __init__(self, tmp: Path, prefix: str, extra: str = "") -> None:
+        self.prefix = prefix
+        self.port = free_port()
+        self.repeater = self.port + 1
+        self.db = tmp / "test.db"
+        self.db.write_text(_DB.format(extra=extra).replace("$(P)", prefix))
+        self.proc: subprocess.Popen | None = None
+
+    def env(self) -> dict[str, str]:
+        return {
+            "EPICS_CA_SERVER_PORT": str(self.port),
+            "EPICS_CA_REPEATER_PORT": str(self.repeater),
+            "EPICS_CA_ADDR_LIST": "127.0.0.1",
+            "EPICS_CA_AUTO_ADDR_LIST": "NO",
+            "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
+            "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
+            "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+        }
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _IOC_SCRIPT, str(self.db)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **self.env()},
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("READY"):
+                return
+        raise RuntimeError("test IOC did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+    def name(self, suffix: str) -> str:
+        return self.prefix + suffix

@@ -19,8 +19,11 @@
    ``snapshots.storage.snapshot_values_write``, kind ``safety``, linked to the Restore and
    committed before any write), then per chunk: note the chunk as attempted, put with
    completion, read back setpoints (and readbacks within tolerance, re-reading up to a settle
-   time: ``verify``) and COPY the chunk's outcomes (``records``). A heartbeat thread keeps
-   ``heartbeat_at`` fresh; ``run.restore_reap_orphans`` fails restores whose worker died,
+   time: ``verify``) and COPY the chunk's outcomes (``records``). A put refused or never sent
+   is ``write-failed``; one sent and never answered (the IOC died or hung) is
+   ``write-unknown``: it may have been applied, and the report says unknown, not failed. A
+   heartbeat thread keeps ``heartbeat_at`` fresh (``jobs.heartbeat``);
+   ``run.restore_reap_orphans`` fails restores whose worker died,
    recording ``interrupted`` / ``not-attempted`` for what has no outcome.
 4. **Revert** restores the safety snapshot through the same path.
 

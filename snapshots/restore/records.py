@@ -31,10 +31,12 @@ MAX_FAILURES_IN_RESULT = 50
 
 OUTCOME_NAMES: dict[int, str] = {int(v): str(label) for v, label in Outcome.choices}
 OUTCOME_BY_NAME: dict[str, int] = {name: value for value, name in OUTCOME_NAMES.items()}
-# A failure is a PV that should have been written and is not verified at its saved value.
+# A failure is a PV that should have been written and is not verified at its saved value. Of
+# those, UNKNOWN_OUTCOMES were sent and may have been applied: reported as unknown, not failed.
 FAILED_OUTCOMES = (
     Outcome.MISMATCH,
     Outcome.WRITE_FAILED,
+    Outcome.WRITE_UNKNOWN,
     Outcome.TIMED_OUT,
     Outcome.DISCONNECTED,
     Outcome.INTERRUPTED,
@@ -46,6 +48,7 @@ OUTCOME_ORDER = (*FAILED_OUTCOMES, Outcome.VERIFIED) + (
     Outcome.SKIPPED_READ_ONLY,
     Outcome.SKIPPED_NO_VALUE,
 )
+UNKNOWN_OUTCOMES = (Outcome.WRITE_UNKNOWN,)
 SKIP_OUTCOME = {
     PlanAction.SKIP_EQUAL: Outcome.SKIPPED_EQUAL,
     PlanAction.SKIP_READ_ONLY: Outcome.SKIPPED_READ_ONLY,
@@ -206,11 +209,20 @@ def summary_store(restore: Restore) -> Restore:
     return restore
 
 
-def restore_result_message(*, total: int, success: int, failed: int) -> str:
-    """The job message of the contract (§5.2)."""
+def unknown_count(restore: Restore) -> int:
+    """How many of the restore's failures are unknown (sent, maybe applied): from its counts."""
+    counts = restore.counts or {}
+    return sum(counts.get(OUTCOME_NAMES[o], 0) for o in UNKNOWN_OUTCOMES)
+
+
+def restore_result_message(*, total: int, success: int, failed: int, unknown: int = 0) -> str:
+    """The job message of the contract (§5.2); of the ``failed`` (not verified), ``unknown``
+    ones are said to be unknown, not failed: ``Restored 7/9 PVs (1 failed, 1 unknown)``."""
     if failed == 0:
         return f"All {total:,} PVs have been restored to their snapshot values."
-    return f"Restored {success:,}/{total:,} PVs ({failed:,} failed)"
+    parts = [f"{failed - unknown:,} failed"] if failed > unknown else []
+    parts += [f"{unknown:,} unknown"] if unknown else []
+    return f"Restored {success:,}/{total:,} PVs ({', '.join(parts)})"
 
 
 def failures_list(*, restore: Restore, limit: int = MAX_FAILURES_IN_RESULT) -> list[dict]:
@@ -238,6 +250,7 @@ def restore_result(restore: Restore) -> dict[str, Any]:
         "total_pvs": restore.total,
         "success_count": restore.success_count,
         "failure_count": restore.failure_count,
+        "unknown_count": unknown_count(restore),
         "failures": failures_list(restore=restore),
         "counts": restore.counts,
         "restoreId": str(restore.pk),

@@ -5,19 +5,18 @@ worker died (never retried).
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
 from jobs import services as jobs
+from jobs.heartbeat import heartbeat_cutoff
 from jobs.models import Job
 from snapshots.capture import ProgressFn
 from snapshots.models import Outcome, PlanAction, Restore, RestoreOutcome
 from snapshots.restore.claims import claims_release
 from snapshots.restore.execute import restore_execute
-from snapshots.restore.heartbeat import Heartbeat, heartbeat_stale
 from snapshots.restore.records import (
     SKIP_OUTCOME,
     Result,
@@ -26,6 +25,7 @@ from snapshots.restore.records import (
     restore_result,
     restore_result_message,
     summary_store,
+    unknown_count,
 )
 from squirrel.exceptions import NotFound
 
@@ -99,10 +99,15 @@ def restore_run(*, restore_id: str) -> Restore | None:
     restore = Restore.objects.select_related("plan").get(pk=restore_id)
     holder: dict[str, Restore] = {}
 
+    def beat() -> None:
+        """The restore row's heartbeat, beside the job's (the reaper reads this one)."""
+        Restore.objects.filter(pk=restore.pk, status=Restore.Status.RUNNING).update(
+            heartbeat_at=timezone.now()
+        )
+
     def work(job: Job, progress: ProgressFn) -> jobs.JobOutcome:
         try:
-            with Heartbeat(restore.pk):
-                done = restore_execute(restore=restore, progress=progress)
+            done = restore_execute(restore=restore, progress=progress)
         except Exception as exc:
             restore_fail(restore_id=restore.pk, error=jobs.error_text(exc))
             raise
@@ -110,7 +115,10 @@ def restore_run(*, restore_id: str) -> Restore | None:
         return jobs.JobOutcome(
             result_id=str(done.snapshot_id) if done.snapshot_id else None,
             message=restore_result_message(
-                total=done.total, success=done.success_count, failed=done.failure_count
+                total=done.total,
+                success=done.success_count,
+                failed=done.failure_count,
+                unknown=unknown_count(done),
             ),
             result=restore_result(done),
         )
@@ -118,7 +126,9 @@ def restore_run(*, restore_id: str) -> Restore | None:
     if restore.job_id is None:
         raise NotFound(f"Restore {restore_id} has no job")
     try:
-        jobs.job_run(job_id=str(restore.job_id), work=work, will_retry=lambda exc: False)
+        jobs.job_run(
+            job_id=str(restore.job_id), work=work, will_retry=lambda exc: False, beats=[beat]
+        )
     except Exception:
         # Recorded: the restore and its job are failed, with the error. Never retried.
         log.warning("restore %s failed", restore_id, exc_info=True)
@@ -127,9 +137,9 @@ def restore_run(*, restore_id: str) -> Restore | None:
 
 
 def restore_reap_orphans(*, stale_after: float | None = None) -> list[Restore]:
-    """Fail running restores whose worker stopped sending heartbeats (never retried)."""
-    stale = heartbeat_stale() if stale_after is None else stale_after
-    cutoff = timezone.now() - timedelta(seconds=stale)
+    """Fail running restores whose worker stopped sending heartbeats (never retried; the one
+    heartbeat rule: ``jobs.heartbeat``)."""
+    cutoff = heartbeat_cutoff(stale_after)
     reaped = []
     for rid, beat in Restore.objects.filter(
         status=Restore.Status.RUNNING, heartbeat_at__lt=cutoff

@@ -15,7 +15,7 @@ from rest_framework import serializers
 
 from snapshots.models import Outcome, PlanAction, Restore, RestorePlan
 from snapshots.restore.plan import ACTION_NAMES, plan_age
-from snapshots.restore.records import OUTCOME_NAMES, failures_list
+from snapshots.restore.records import OUTCOME_NAMES, failures_list, unknown_count
 from snapshots.restore.request import restore_queued_message
 from snapshots.serializers import JobCreatedOutSerializer
 from squirrel.api import dumps
@@ -24,6 +24,10 @@ from squirrel.api import dumps
 
 ACTION_CHOICES = [str(label) for _, label in PlanAction.choices]
 OUTCOME_CHOICES = [str(label) for _, label in Outcome.choices]
+UNKNOWN_HELP = (
+    "of failureCount (not verified), the PVs whose put was sent but never answered (the IOC "
+    "died or hung first: outcome write-unknown): they may have been applied"
+)
 
 
 class RestoreSelectionSerializer(serializers.Serializer):
@@ -58,6 +62,7 @@ class RestoreResultOutSerializer(serializers.Serializer):
     totalPVs = serializers.IntegerField()
     successCount = serializers.IntegerField()
     failureCount = serializers.IntegerField()
+    unknownCount = serializers.IntegerField(help_text=UNKNOWN_HELP)
     failures = RestoreFailureOutSerializer(many=True)
     counts = serializers.DictField(child=serializers.IntegerField())
     restoreId = serializers.UUIDField()
@@ -118,6 +123,7 @@ class RestoreOutSerializer(serializers.Serializer):
     total = serializers.IntegerField()
     successCount = serializers.IntegerField()
     failureCount = serializers.IntegerField()
+    unknownCount = serializers.IntegerField(help_text=UNKNOWN_HELP)
     counts = serializers.DictField(child=serializers.IntegerField())
     error = serializers.CharField(allow_null=True)
 
@@ -197,6 +203,7 @@ def restore_dto(restore: Restore) -> dict[str, Any]:
         "total": restore.total,
         "successCount": restore.success_count,
         "failureCount": restore.failure_count,
+        "unknownCount": unknown_count(restore),
         "counts": restore.counts,
         "error": restore.error,
     }
@@ -208,6 +215,7 @@ def restore_result_dto(restore: Restore) -> dict[str, Any]:
         "totalPVs": restore.total,
         "successCount": restore.success_count,
         "failureCount": restore.failure_count,
+        "unknownCount": unknown_count(restore),
         "failures": failures_list(restore=restore),
         "counts": restore.counts,
         "restoreId": str(restore.pk),

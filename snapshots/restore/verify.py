@@ -1,5 +1,10 @@
 """Verification of a chunk of writes: put with completion, read the setpoints back, and wait a
 settle time for readbacks to follow, judging each PV with THE tolerance rule.
+
+A put that fails is ``write-failed`` when it was refused or never sent, ``timed-out`` when its
+channel did not connect in time (never sent either), and ``write-unknown`` when it was sent and
+never answered (the IOC died, hung or dropped the connection first): it may have been applied,
+so the report says unknown, not failed. Neither kind is read back.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from typing import Any
 from django.conf import settings
 
 from monitor import values
-from monitor.bridge import Bridge
+from monitor.bridge import Bridge, PutResult
 from snapshots.codec import side_from_entry
 from snapshots.models import Outcome
 from snapshots.restore.records import Clock, Item, Result
@@ -33,6 +38,13 @@ def _entry_wire(entry: values.Entry | None) -> Any:
 
 def _read_error(entry: values.Entry | None) -> str:
     return (entry or {}).get("error") or values.DISCONNECTED
+
+
+def _failed_put_outcome(put: PutResult) -> Outcome:
+    """The outcome of a put that did not succeed (module docstring)."""
+    if put.unknown:
+        return Outcome.WRITE_UNKNOWN
+    return Outcome.TIMED_OUT if put.timed_out else Outcome.WRITE_FAILED
 
 
 def verify_chunk(
@@ -58,7 +70,7 @@ def verify_chunk(
             continue
         results[item.id] = Result(
             item=item,
-            outcome=Outcome.TIMED_OUT if put.timed_out else Outcome.WRITE_FAILED,
+            outcome=_failed_put_outcome(put),
             written=item.saved,
             error=put.error,
         )

@@ -4,9 +4,11 @@ answers, for the values that must be re-read): sources, quality, completeness, a
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from jobs import services as jobs
 from jobs.models import Job
@@ -208,6 +210,22 @@ def test_job_is_completed_in_the_same_transaction_and_never_twice(catalog, redis
         title="j", description=None, use_cache=True, created_by=None, job_id=str(job.pk)
     )
     assert again.pk == snap.pk and Snapshot.objects.count() == 1
+
+
+def test_an_attempt_whose_job_was_reaped_meanwhile_writes_nothing(catalog, redis_client):
+    _cache(redis_client, _all_fresh())
+    job = jobs.job_create(type=Job.Type.SNAPSHOT_CREATE, job_data={"title": "r", "use_cache": True})
+    jobs.job_start(job_id=job.pk)
+    Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=60))
+    assert [j.pk for j in capture.capture_reap_orphans(stale_after=10)] == [job.pk]
+    # The worker was only slow, not dead: its capture reaches the commit and finds the job failed.
+    with pytest.raises(jobs.JobAbandoned, match="was failed while it ran"):
+        capture.snapshot_capture(
+            title="r", description=None, use_cache=True, created_by=None, job_id=str(job.pk)
+        )
+    assert Snapshot.objects.count() == 0 and SnapshotValue.objects.count() == 0
+    job.refresh_from_db()
+    assert job.status == Job.Status.FAILED and "no snapshot was saved" in job.error
 
 
 def test_failed_write_leaves_nothing(catalog, redis_client):

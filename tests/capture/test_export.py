@@ -136,7 +136,7 @@ def test_export_csv_round_trip_api_and_command(api, snapshot, tmp_path):
     _check(rows)
     out = tmp_path / "snap.csv"
     call_command("export_snapshot", str(snapshot.pk), "--format", "csv", "--output", str(out))
-    assert out.read_text() == text
+    assert out.read_bytes().decode() == text
     out_json = tmp_path / "snap.json"
     call_command("export_snapshot", str(snapshot.pk), "--output", str(out_json))
     body = json.loads(out_json.read_text())
@@ -163,3 +163,54 @@ def test_nan_never_reaches_the_wire(api, snapshot):
     csv_text = b"".join(api.get(f"/v1/snapshots/{snapshot.pk}/export?format=csv").streaming_content)
     cells = [c.lower() for row in csv.reader(io.StringIO(csv_text.decode())) for c in row]
     assert not {"nan", "inf", "-inf", "infinity", "-infinity"} & set(cells)
+
+
+# --- CSV formula injection (issue 15, item 6) ---------------------------------------------------
+
+
+@pytest.fixture
+def formulas(db, redis_client, monitor_heartbeat):
+    """A snapshot whose text cells would run as spreadsheet formulas, beside negative numbers."""
+    names = ["X:CMD:SP", "X:SUM:SP", "X:LBL:SP", "X:NEG:SP", "X:NEGTXT:SP", "-X:NAME:SP"]
+    for name in names:
+        PV.objects.create(setpoint_address=name)
+    now = time.time()
+    base = {"connected": True, "updated_at": now, "status": 0, "severity": 0, "timestamp": TS}
+    entries = {
+        "X:CMD:SP": {**base, "value": "=cmd|' /C calc'!A0"},
+        "X:SUM:SP": {**base, "value": "@SUM(A1:A2)", "units": "+mA"},
+        "X:LBL:SP": {**base, "value": "=EVIL", "index": 0, "enum_strs": ["=EVIL", "OK"]},
+        "X:NEG:SP": {**base, "value": -1.5, "units": "\tTAB", "lower_ctrl_limit": -10.0},
+        "X:NEGTXT:SP": {**base, "value": "-1.5"},
+        "-X:NAME:SP": {**base, "value": "\rCR"},
+    }
+    redis_client.hset(events.values_hash(), mapping={k: values.pack(v) for k, v in entries.items()})
+    return capture.snapshot_capture(
+        title="formulas", description=None, use_cache=True, created_by=None
+    )
+
+
+def test_export_csv_neutralises_formulas_and_keeps_numbers(api, formulas, tmp_path):
+    text = b"".join(
+        api.get(f"/v1/snapshots/{formulas.pk}/export?format=csv").streaming_content
+    ).decode()
+    lines = list(csv.reader(io.StringIO(text)))
+    # no cell starts a formula, except plain numbers (-1.5 and -10.0 stay numbers)
+    starts = [c for row in lines for c in row if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert sorted(starts) == ["-1.5", "-1.5", "-10.0"], starts
+    rows = {row["pvName"]: row for row in csv.DictReader(io.StringIO(text))}
+    assert rows["X:CMD:SP"]["setpointValue"] == "'=cmd|' /C calc'!A0"
+    assert rows["X:SUM:SP"]["setpointValue"] == "'@SUM(A1:A2)"
+    assert rows["X:SUM:SP"]["setpointUnits"] == "'+mA"
+    assert (rows["X:LBL:SP"]["setpointValue"], rows["X:LBL:SP"]["setpointLabel"]) == (
+        "0",
+        "'=EVIL",
+    )
+    assert rows["X:NEG:SP"]["setpointValue"] == "-1.5"
+    assert rows["X:NEG:SP"]["setpointUnits"] == "'\tTAB"
+    assert rows["X:NEG:SP"]["setpointLowerCtrlLimit"] == "-10.0"
+    assert rows["X:NEGTXT:SP"]["setpointValue"] == "-1.5"  # a number as text: still a number
+    assert rows["'-X:NAME:SP"]["setpointValue"] == "'\rCR"
+    out = tmp_path / "formulas.csv"
+    call_command("export_snapshot", str(formulas.pk), "--format", "csv", "--output", str(out))
+    assert out.read_bytes().decode() == text  # the command writes the same cells

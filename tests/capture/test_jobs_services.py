@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from jobs import services
+from jobs.heartbeat import HEARTBEAT_INTERVAL
 from jobs.models import Job
 from squirrel.exceptions import NotFound
 
@@ -168,3 +173,111 @@ def test_run_keeps_completion_done_inside_work():
     services.job_run(job_id=job.pk, work=work, will_retry=lambda exc: False)
     job.refresh_from_db()
     assert (job.result_id, job.message) == ("inner", "inner message")
+
+
+# --- heartbeats and the reaper: a dead worker's job is failed, and never run again ---------------
+
+
+def _running(*, beat_age: float | None, type: str = Job.Type.SNAPSHOT_CREATE) -> Job:
+    job = services.job_create(type=type, job_data=None)
+    services.job_start(job_id=job.pk)
+    beat = None if beat_age is None else timezone.now() - timedelta(seconds=beat_age)
+    Job.objects.filter(pk=job.pk).update(heartbeat_at=beat)
+    return job
+
+
+def test_start_sets_a_fresh_heartbeat_and_a_retry_clears_it():
+    job = _job()
+    before = timezone.now()
+    started = services.job_start(job_id=job.pk)
+    assert started.heartbeat_at is not None and started.heartbeat_at >= before
+    services.job_note_retry(job_id=job.pk, error="ConnectionError: x")
+    job.refresh_from_db()
+    assert job.status == Job.Status.RUNNING and job.heartbeat_at is None
+
+
+def test_reap_stale_fails_only_running_jobs_of_its_type_with_a_stale_heartbeat():
+    stale = _running(beat_age=30)
+    fresh = _running(beat_age=1)
+    waiting = _running(beat_age=None)  # between retries: held by no worker
+    other = _running(beat_age=30, type=Job.Type.SNAPSHOT_RESTORE)
+    pending = _job()
+    done = _running(beat_age=30)
+    services.job_complete(job_id=done.pk, result_id="r")
+
+    reaped = services.job_reap_stale(
+        type=Job.Type.SNAPSHOT_CREATE, error=lambda beat: f"dead since {beat:%H:%M}", stale_after=10
+    )
+    assert [j.pk for j in reaped] == [stale.pk]
+    stale.refresh_from_db()
+    assert (stale.status, stale.message) == (Job.Status.FAILED, "Job failed")
+    assert stale.error.startswith("dead since ") and stale.completed_at is not None
+    statuses = dict(Job.objects.values_list("pk", "status"))
+    assert statuses[fresh.pk] == statuses[waiting.pk] == statuses[other.pk] == "running"
+    assert (statuses[pending.pk], statuses[done.pk]) == ("pending", "completed")
+
+
+def test_poll_fails_a_capture_whose_worker_died(settings):
+    settings.JOB_HEARTBEAT_STALE = 5.0
+    job = _running(beat_age=6)
+    polled = services.job_get_current(job_id=str(job.pk))
+    assert polled.status == Job.Status.FAILED
+    assert "worker stopped during the capture" in polled.error
+    assert "no snapshot was saved" in polled.error
+    alive = _running(beat_age=1)
+    assert services.job_get_current(job_id=str(alive.pk)).status == Job.Status.RUNNING
+
+
+def test_a_failed_job_is_never_run_again_nor_its_error_replaced():
+    job = _running(beat_age=30)
+    services.job_reap_stale(type=job.type, error=lambda beat: "reaped", stale_after=10)
+    calls = []
+
+    def work(*, job, progress):
+        calls.append(1)
+        return services.JobOutcome(result_id="late")
+
+    # A redelivered message: nothing runs, the job stays failed with the reaper's error.
+    assert services.job_run(job_id=job.pk, work=work, will_retry=lambda exc: False) is None
+    assert services.job_start(job_id=job.pk) is None
+    services.job_fail(job_id=job.pk, error="a late error")
+    job.refresh_from_db()
+    assert calls == [] and (job.status, job.error, job.attempts) == ("failed", "reaped", 1)
+
+
+def test_an_attempt_whose_job_was_failed_meanwhile_is_discarded():
+    job = _job()
+
+    def work(*, job, progress):
+        services.job_fail(job_id=job.pk, error="reaped")  # as the reaper would, meanwhile
+        return services.JobOutcome(result_id="late", message="late")
+
+    assert services.job_run(job_id=job.pk, work=work, will_retry=lambda exc: False) is None
+    job.refresh_from_db()
+    assert (job.status, job.error, job.result_id) == ("failed", "reaped", None)
+
+    def abandoned(*, job, progress):
+        raise services.JobAbandoned("failed while it ran")
+
+    other = _job()
+    assert services.job_run(job_id=other.pk, work=abandoned, will_retry=lambda e: False) is None
+    assert Job.objects.get(pk=other.pk).status == Job.Status.RUNNING  # nothing recorded over it
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_keeps_the_heartbeat_fresh_while_work_runs():
+    job = _job()
+    beats = []
+
+    def work(*, job, progress):
+        first = Job.objects.get(pk=job.pk).heartbeat_at
+        time.sleep(HEARTBEAT_INTERVAL * 2.5)
+        beats.extend([first, Job.objects.get(pk=job.pk).heartbeat_at])
+        return services.JobOutcome()
+
+    extra = []
+    services.job_run(
+        job_id=job.pk, work=work, will_retry=lambda e: False, beats=[lambda: extra.append(1)]
+    )
+    assert beats[1] > beats[0]  # beaten from the heartbeat thread while work slept
+    assert len(extra) >= 2  # the work's own beats ride on the same thread

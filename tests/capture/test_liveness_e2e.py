@@ -8,18 +8,20 @@ read; the cache of a live shard is still used for the addresses it owns.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
 import pytest
 
-from monitor import bridge, cache, events, sim, values
+from monitor import bridge, cache, events, health, sim, values
 from pvs.models import PV
 from snapshots.capture import snapshot_capture
 from snapshots.models import PlanAction, RestorePlanItem, SnapshotValue, ValueSource
 from snapshots.restore.plan import restore_plan_create
 from snapshots.restore.selection import Selection
 from tests.capture.conftest import Proc, worker_env
+from tests.conftest import payload
 from tests.epics import epics_env, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.epics, pytest.mark.django_db(transaction=True)]
@@ -78,23 +80,50 @@ def _cached_value(redis_client, name: str) -> float:
     return values.unpack(redis_client.hget(events.values_hash(), name))["value"]
 
 
-def test_a_killed_monitor_is_not_trusted_by_the_next_snapshot(machine, processes, redis_client):
+def test_a_killed_monitor_is_not_trusted_by_the_next_snapshot(
+    machine, processes, redis_client, api
+):
+    """Issue 15, item 2: the monitor killed (health unhealthy) and a setpoint changed on the
+    IOC: the next default snapshot re-reads EVERY value directly and records none as live from
+    the cache, so the changed setpoint is saved with its new value."""
     analog, env = machine
     target = analog[0].setpoint
     monitor = _monitor(processes, env)
     _wait(lambda: _cached(redis_client, [target]), 60, "cache filled", monitor)
     before = _cached_value(redis_client, target)
     _wait(lambda: cache.liveness_read().alive, 10, "monitor alive", monitor)
+    assert health.summary_read()["status"] != "unhealthy"
 
     _kill(monitor)
     assert bridge.write({target: before + 40.0}, 5.0)[target].ok
     _wait(lambda: not cache.liveness_read().alive, 10, "heartbeat aged")
+    assert health.summary_read()["status"] == "unhealthy"
     assert _cached_value(redis_client, target) == before  # the cache still holds the old one
+    addresses = {
+        a for pv in PV.objects.all() for a in (pv.setpoint_address, pv.readback_address) if a
+    }
+    assert _cached(redis_client, sorted(addresses))  # every value is there to be (mis)used
 
     snap = snapshot_capture(title="after kill", description=None, use_cache=True, created_by=None)
     row = SnapshotValue.objects.get(snapshot=snap, pv_name=target)
     assert row.sp_num == before + 40.0 and row.sp_source == ValueSource.DIRECT
-    assert snap.live_count == 0 and snap.reread_count > 0  # nothing vouched for by a dead monitor
+    assert row.sp_age == 0.0 and row.sp_connected and row.sp_error is None
+    # The cache is unusable as a whole: every value re-read, none live, none kept stale ...
+    counts = (snap.live_count, snap.stale_count, snap.reread_count, snap.failed_count)
+    assert counts == (0, 0, len(addresses), 0), counts
+    rows = SnapshotValue.objects.filter(snapshot=snap)
+    assert not rows.filter(sp_source=ValueSource.CACHE).exists()
+    assert not rows.filter(rb_source=ValueSource.CACHE).exists()
+    # ... and the API says so: the summary's counts, and the value's source and age.
+    summary = next(s for s in payload(api.get("/v1/snapshots")) if s["id"] == str(snap.pk))
+    assert (summary["liveCount"], summary["staleCount"]) == (0, 0), summary
+    assert summary["rereadCount"] == len(addresses), summary
+    response = api.get(f"/v1/snapshots/{snap.pk}")  # streamed
+    assert response.status_code == 200
+    body = json.loads(b"".join(response.streaming_content))["payload"]
+    values_by_name = {v["pvName"]: v for v in body["pvValues"]}
+    value = values_by_name[target]["setpointValue"]
+    assert (value["value"], value["source"], value["age"]) == (before + 40.0, "direct", 0.0)
 
 
 def test_a_dead_shard_is_read_directly_the_live_shard_from_cache(machine, processes, redis_client):

@@ -39,6 +39,18 @@ def test_task_completes_the_job(redis_client):
     assert Job.objects.get(pk=job.pk).attempts == 1
 
 
+def test_redelivery_of_a_reaped_job_does_nothing(redis_client):
+    PV.objects.create(setpoint_address="T:SP")
+    job = _job(title="t", use_cache=True)
+    jobs.job_start(job_id=job.pk)  # the first attempt's worker died mid-capture ...
+    jobs.job_fail(job_id=job.pk, error="worker stopped")  # ... and the reaper failed its job
+    result = snapshot_capture_task.apply(args=[str(job.pk)])  # the message comes back
+    assert result.successful() and result.result is None
+    job.refresh_from_db()
+    assert (job.status, job.error, job.attempts) == ("failed", "worker stopped", 1)
+    assert Snapshot.objects.count() == 0
+
+
 def test_missing_job_is_skipped(db):
     result = snapshot_capture_task.apply(args=["6b1c3b52-3a54-4d3a-9c59-6f5a0d1d7a11"])
     assert result.successful() and result.result is None

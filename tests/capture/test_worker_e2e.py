@@ -1,8 +1,9 @@
 """End to end with a REAL ``celery -A squirrel worker`` process (no eager mode).
 
 The worker uses this run's test database (committed rows: ``transaction=True``) and Redis
-prefix. A worker SIGKILLed mid-job leaves the job to be redelivered (acks late, visibility
-timeout 10 s here), and the next worker finishes it with exactly one snapshot.
+prefix. A worker SIGKILLed mid-job leaves its message to be redelivered (acks late, visibility
+timeout 10 s here): the next worker finishes it with exactly one snapshot -- unless a poll saw
+the job's heartbeat go stale first and failed it, and then the redelivery leaves it failed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pvs.models import PV
 from snapshots import services
 from snapshots.models import Snapshot, SnapshotValue
 from tests.capture.conftest import Worker, worker_env
+from tests.conftest import payload
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -101,6 +103,62 @@ def test_sigkilled_worker_job_is_retried_once(redis_client, workers, quiet_epics
     assert str(snap.pk) == done.result_id
     assert (snap.pv_count, snap.failed_count) == (20, 20)
     assert SnapshotValue.objects.filter(snapshot=snap).count() == 20
+
+
+def test_sigkilled_worker_capture_is_failed_within_the_stale_bound_and_stays_failed(
+    redis_client, workers, quiet_epics, settings, api
+):
+    # The poll below (this process) reaps with a short stale bound; the worker's direct reads
+    # wait for an IOC nobody runs, keeping the capture in the middle of its reads.
+    settings.JOB_HEARTBEAT_STALE = 3.0
+    for i in range(20):
+        PV.objects.create(setpoint_address=f"STALE:{i}:SP")
+    env = worker_env(SQUIRREL_EPICS_TIMEOUT="30", EPICS_CA_SERVER_PORT=str(quiet_epics))
+    first = Worker(env).start()
+    workers.append(first)
+    job = services.snapshot_create_enqueue(
+        title="killed, reaped", description=None, use_cache=False, created_by=None
+    )
+    job_id = str(job.pk)
+    deadline = time.monotonic() + 20
+    while True:  # reading over CA, and its heartbeat has beaten since the start
+        running = Job.objects.get(pk=job_id)
+        if running.progress >= 20 and running.heartbeat_at > running.started_at:
+            break
+        assert time.monotonic() < deadline, (running.status, first.output()[-3000:])
+        time.sleep(0.05)
+    last_beat = running.heartbeat_at
+    first.kill()
+    killed = time.monotonic()
+
+    # The poll a client makes (GET /v1/jobs/{id}) fails it once the heartbeat is stale.
+    while True:
+        polled = payload(api.get(f"/v1/jobs/{job_id}"))
+        if polled["status"] != "running":
+            break
+        assert time.monotonic() - killed < 3.0 + 3.0, polled
+        time.sleep(0.1)
+    failed_after = time.monotonic() - killed
+    assert polled["status"] == "failed", polled
+    assert "worker stopped during the capture" in polled["error"], polled
+    assert "no snapshot was saved" in polled["error"], polled
+    assert Job.objects.get(pk=job_id).heartbeat_at == last_beat  # nothing beat after the kill
+    assert Snapshot.objects.count() == 0 and SnapshotValue.objects.count() == 0
+
+    # The unacknowledged message comes back after the visibility timeout (10 s): a new worker
+    # takes it, finds the job failed, and neither captures nor reopens it.
+    time.sleep(max(0.0, 11 - (time.monotonic() - killed)))
+    second = Worker(env).start()
+    workers.append(second)
+    deadline = time.monotonic() + 20
+    while "already finished; not running it again" not in second.output():
+        assert time.monotonic() < deadline, second.output()[-3000:]
+        time.sleep(0.1)
+    job = Job.objects.get(pk=job_id)
+    assert (job.status, job.attempts) == (Job.Status.FAILED, 1)
+    assert "no snapshot was saved" in job.error
+    assert Snapshot.objects.count() == 0 and SnapshotValue.objects.count() == 0
+    print(f"FIGURE: killed capture failed {failed_after:.2f} s after the SIGKILL (stale 3 s)")
 
 
 def test_take_snapshot_command_follows_the_worker(redis_client, workers, monitor_heartbeat):

@@ -5,12 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import msgpack
 import pytest
@@ -19,83 +15,9 @@ from monitor import bridge, events, values
 from monitor.ca import UNSUPPORTED_PVA, CAClient, wire_name
 from monitor.circuits import CircuitBreakers, circuit_force, circuits_read, ioc_name
 from squirrel.exceptions import Invalid
+from tests.epics import SoftIoc
 
 pytestmark = pytest.mark.epics
-
-_IOC_SCRIPT = """
-import sys
-from softioc import softioc, asyncio_dispatcher
-softioc.dbLoadDatabase(sys.argv[1])
-softioc.iocInit(asyncio_dispatcher.AsyncioDispatcher(), enable_pva=False)
-print("READY", flush=True)
-sys.stdin.read()
-"""
-
-_DB = """
-record(ao, "$(P)AO") {{ field(VAL, "1.5") field(EGU, "mm") field(PREC, "3")
-  field(DRVH, "10") field(DRVL, "-10") field(HOPR, "10") field(LOPR, "-10") field(PINI, "YES") }}
-record(ai, "$(P)RB") {{ field(INP, "$(P)AO CP") field(EGU, "mm") field(PREC, "3") }}
-record(mbbo, "$(P)ENUM") {{ field(ZRST, "Off") field(ONST, "On") field(TWST, "Fault")
-  field(VAL, "1") field(PINI, "YES") }}
-record(stringout, "$(P)STR") {{ field(VAL, "hello") field(PINI, "YES") }}
-record(waveform, "$(P)WF") {{ field(FTVL, "DOUBLE") field(NELM, "1000") }}
-record(ao, "$(P)NEW") {{ field(VAL, "7") field(PINI, "YES") }}
-record(calc, "$(P)CNT") {{ field(SCAN, ".1 second") field(CALC, "A+1") field(INPA, "$(P)CNT") }}
-{extra}
-"""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class SoftIoc:
-    """A softioc subprocess serving a small database on its own CA port; restartable."""
-
-    def __init__(self, tmp: Path, prefix: str, extra: str = "") -> None:
-        self.prefix = prefix
-        self.port = free_port()
-        self.repeater = free_port()
-        self.db = tmp / "test.db"
-        self.db.write_text(_DB.format(extra=extra).replace("$(P)", prefix))
-        self.proc: subprocess.Popen | None = None
-
-    def env(self) -> dict[str, str]:
-        return {
-            "EPICS_CA_SERVER_PORT": str(self.port),
-            "EPICS_CA_REPEATER_PORT": str(self.repeater),
-            "EPICS_CA_ADDR_LIST": "127.0.0.1",
-            "EPICS_CA_AUTO_ADDR_LIST": "NO",
-            "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
-            "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
-            "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
-        }
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _IOC_SCRIPT, str(self.db)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, **self.env()},
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith("READY"):
-                return
-        raise RuntimeError("test IOC did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.proc = None
-
-    def name(self, suffix: str) -> str:
-        return self.prefix + suffix
 
 
 @pytest.fixture
@@ -286,6 +208,59 @@ def test_bad_writes_fail_per_pv_and_write_nothing(ioc):
     assert got[ioc.name("STR")]["value"] == "hello"
 
 
+def test_put_sent_then_ioc_killed_is_unknown_not_failed(ioc):
+    """A put on the wire whose IOC dies before answering may have been applied: ``unknown``,
+    never a plain failure; a put refused before sending stays a failure."""
+    slow, enum = ioc.name("SLOW"), ioc.name("ENUM")
+
+    async def go():
+        async with CAClient() as client:
+            assert await client.connect([slow, enum], 3.0) == {slow, enum}
+            await client.read_many([slow, enum], 3.0)  # metadata in: the puts go out at once
+            task = asyncio.ensure_future(
+                client.write_many({slow: 5.0, enum: "NoSuchLabel"}, 20.0, wait=True)
+            )
+            await asyncio.sleep(0.5)  # SLOW's put is sent; its completion is 30 s away
+            assert not task.done()
+            ioc.kill()
+            killed = time.monotonic()
+            results = await task
+            return results, time.monotonic() - killed
+
+    results, waited = run(go())
+    lost = results[slow]
+    assert not lost.ok and lost.unknown and not lost.timed_out, lost
+    assert "connection to the IOC was lost" in lost.error and "may have been" in lost.error
+    assert waited < 5.0  # told by the dropped connection, not by the 20 s timeout
+    refused = results[enum]
+    assert not refused.ok and not refused.unknown and "NoSuchLabel" in refused.error
+    # The bridge keeps the distinction for the restore.
+    put = bridge._put_result(lost)
+    assert (put.ok, put.unknown, put.error) == (False, True, lost.error)
+    assert not bridge._put_result(refused).unknown
+
+
+def test_put_sent_to_a_hung_ioc_is_unknown_and_was_applied(ioc):
+    """An IOC that stops answering (SIGSTOP) after the put went out: no answer in time, so
+    ``unknown`` -- and indeed the IOC applies the put once it runs again."""
+    ao = ioc.name("AO")
+
+    async def go():
+        async with CAClient() as client:
+            await client.read_many([ao], 3.0)
+            ioc.proc.send_signal(signal.SIGSTOP)
+            try:
+                result = await client.write_many({ao: 7.25}, 1.0)
+            finally:
+                ioc.proc.send_signal(signal.SIGCONT)
+            return result[ao], await client.read_many([ao], 5.0)
+
+    hung, after = run(go())
+    assert not hung.ok and hung.unknown and hung.timed_out, hung
+    assert "did not answer in time" in hung.error
+    assert after[ao]["value"] == 7.25  # it had been sent, and it was applied
+
+
 def test_sync_helpers(ioc, redis_client):
     assert bridge.write({ioc.name("AO"): 4.0}, 3.0)[ioc.name("AO")].ok
     assert bridge.read([ioc.name("AO")], 3.0)[ioc.name("AO")]["value"] == 4.0
@@ -467,3 +442,16 @@ def test_hung_ioc_detected_by_echo_then_recovers(ioc, monkeypatch):
     noticed = run(go())
     print(f"hung IOC noticed after {noticed:.2f} s")
     assert connections[-2:] == [(cnt, False), (cnt, True)]
+
+
+def test_refused_lists_open_and_forced_iocs(redis_client):
+    """What a call of many names asks once, instead of ``allow`` per name; forced states come
+    from their own small hash, not from the state of every IOC ever called."""
+    breakers = CircuitBreakers(threshold=1, cool_down=60)
+    assert breakers.refused() == frozenset()
+    breakers.record({f"IOC:{i}": True for i in range(2000)} | {"A:1": False})
+    circuit_force(name="F:1", state="open")
+    circuit_force(name="IOC:5", state="closed")
+    breakers.forced_read_at = 0.0
+    assert breakers.refused() == {"A:1", "F:1"}
+    assert breakers.forced == {"F:1": "open", "IOC:5": "closed"}

@@ -1,4 +1,5 @@
-"""Live values from the Redis cache: /v1/pvs/live, /live/all, /cache/status, /test-epics."""
+"""Live values from the Redis cache: /v1/pvs/live, /live/all, /cache/status (test-epics:
+test_test_epics.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from django.core.management import call_command
 
 from monitor import events, values
 from tests.conftest import error, payload
-from tests.epics import MANAGE, epics_environ, run_sim_ioc
+from tests.epics import MANAGE, run_sim_ioc
 
 NOW = time.time()
 ANALOG = {
@@ -217,41 +218,6 @@ def test_cache_status_redis_down(api, redis_down):
     body = payload(api.get("/v1/pvs/cache/status"))
     assert body["cachedPvCount"] == 0 and body["status"] == "disconnected"
     assert isinstance(body["error"], str) and body["error"]
-
-
-# GET /v1/pvs/test-epics -----------------------------------------------------------------------
-
-
-@pytest.mark.epics
-def test_test_epics_reads_a_live_pv_and_reports_a_missing_one(api, redis_client, settings):
-    settings.EPICS_TIMEOUT = 1.0
-    settings.EPICS_CONNECT_TIMEOUT = 1.0
-    with run_sim_ioc(5) as ioc, epics_environ(ioc.port):
-        body = payload(api.get("/v1/pvs/test-epics", {"pv": ioc.setpoint(0)}))
-        assert body == {
-            "pv": ioc.setpoint(0),
-            "connected": True,
-            "value": 1.0,
-            "error": None,
-            "environment": {"EPICS_CA_ADDR_LIST": "127.0.0.1", "EPICS_CA_AUTO_ADDR_LIST": "NO"},
-        }
-        missing = payload(api.get("/v1/pvs/test-epics", {"pv": f"{ioc.prefix}:NOPE"}))
-        assert missing["connected"] is False and missing["value"] is None
-        assert isinstance(missing["error"], str) and missing["error"]
-
-
-def test_test_epics_default_pv_and_unset_environment(api, redis_client, settings, monkeypatch):
-    settings.EPICS_TIMEOUT = 0.2
-    settings.EPICS_CONNECT_TIMEOUT = 0.2
-    monkeypatch.delenv("EPICS_CA_ADDR_LIST", raising=False)
-    monkeypatch.setenv("EPICS_CA_AUTO_ADDR_LIST", "NO")  # search nowhere: fails fast
-    body = payload(api.get("/v1/pvs/test-epics"))
-    assert body["pv"] == "KLYS:LI22:31:KVAC"
-    assert body["connected"] is False and body["value"] is None and body["error"]
-    assert body["environment"] == {
-        "EPICS_CA_ADDR_LIST": "NOT SET",
-        "EPICS_CA_AUTO_ADDR_LIST": "NO",
-    }
 
 
 # End to end: sim IOC -> manage.py monitor -> Redis -> these endpoints ------------------------

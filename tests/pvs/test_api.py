@@ -292,6 +292,17 @@ def test_multi_existing_is_409_and_nothing_written(write_client):
     assert PV.objects.count() == 1
 
 
+@pytest.mark.parametrize("field", ["setpointAddress", "readbackAddress", "description", "device"])
+def test_multi_nul_byte_is_422_naming_item_and_field(write_client, field):
+    # The frontend's CSV import posts here (contract §7.3): a NUL byte is a field error of that
+    # item, never a database error.
+    items = [{"setpointAddress": "A"}, {"setpointAddress": "B", field: "x\x00y"}]
+    response = write_client.post("/v1/pvs/multi", items, "json")
+    assert "Null characters" in error(response, 422)
+    assert response.json()["errors"][0]["loc"] == ["body", "1", field]
+    assert not PV.objects.exists()
+
+
 def test_multi_validation(write_client):
     items = [{"setpointAddress": "A"}, {"absTolerance": 1}]
     message = error(write_client.post("/v1/pvs/multi", items, "json"), 422)

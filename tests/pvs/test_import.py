@@ -3,12 +3,14 @@ dry run, --update, --no-create-tags, round trip."""
 
 from __future__ import annotations
 
+import csv
 from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
 
+from pvs import csvio
 from pvs.models import PV
 from tags.models import Tag, TagGroup
 from tests.pvs.factories import PVFactory
@@ -240,3 +242,90 @@ def test_export_to_stdout(tmp_path):
     PV.objects.all().delete()
     assert run(tmp_path, text).startswith("1 created")
     assert PV.objects.get().description == "multi\nline"
+
+
+# --- CSV formula injection (issue 15, item 6) and NUL bytes (item 8) ---------------------------
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+@pytest.mark.parametrize(
+    ("cell", "safe"),
+    [
+        ("=1+1", "'=1+1"),
+        ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"),
+        ("@SUM(A1:A2)", "'@SUM(A1:A2)"),
+        ("+X", "'+X"),
+        ("-X", "'-X"),
+        ("\tX", "'\tX"),
+        ("\rX", "'\rX"),
+        ("-inf", "'-inf"),
+        ("'=x", "''=x"),  # already quoted: one more quote, so the import gives it back
+        ("''@x", "'''@x"),
+        ("-1.5", "-1.5"),  # numbers stay numbers
+        ("+2", "+2"),
+        ("-1e-3", "-1e-3"),
+        ("'-1.5", "'-1.5"),
+        ("plain", "plain"),
+        ("'", "'"),
+        ("", ""),
+        (-1.5, -1.5),
+        (3, 3),
+    ],
+)
+def test_spreadsheet_safe_and_back(cell, safe):
+    assert csvio.spreadsheet_safe(cell) == safe
+    if isinstance(cell, str):
+        assert csvio.spreadsheet_unescape(safe) == cell
+
+
+def test_export_neutralises_formulas_and_round_trips(tmp_path):
+    group = TagGroupFactory(name="=Group")
+    PVFactory(
+        setpoint_address="=1+1",
+        readback_address="+RB",
+        config_address="-CFG",
+        device="@SUM(A1:A2)",
+        description="=cmd|' /C calc'!A0",
+        abs_tolerance=1.5,
+        tags=[TagFactory(group=group, name="@tag"), TagFactory(group=group, name="b")],
+    )
+    PVFactory(setpoint_address="Q:1", description="'=already quoted", device="-1.5")
+    quoted = TagFactory(group=group, name="'-x")
+    PVFactory(setpoint_address="Q:2", description="\tTAB", tags=[quoted])
+    PVFactory(setpoint_address="Q:3", description="\rCR")
+    before = snapshot_of_catalog()
+    exported = tmp_path / "out.csv"
+    call_command("export_pvs", str(exported), stderr=StringIO())
+    text = exported.read_bytes().decode()
+    lines = list(csv.reader(StringIO(text)))
+    assert lines[0][-1] == "'=Group"
+    starts = [c for row in lines for c in row if c[:1] in FORMULA_STARTS]
+    assert starts == ["-1.5"], starts  # only a plain number starts with one
+    cells = {c for row in lines for c in row}
+    assert {"'=1+1", "'+RB", "'-CFG", "'@SUM(A1:A2)", "'=cmd|' /C calc'!A0"} <= cells
+    assert {"''=already quoted", "'\tTAB", "'\rCR", "'@tag, b", "''-x"} <= cells
+    # into an empty catalog: the same catalog again, and the same file
+    PV.objects.all().delete()
+    TagGroup.objects.all().delete()
+    path = tmp_path / "in.csv"
+    path.write_text(text, newline="")
+    call_command("import_pvs", str(path), "--no-progress", stdout=StringIO(), stderr=StringIO())
+    assert snapshot_of_catalog() == before
+    again = tmp_path / "again.csv"
+    call_command("export_pvs", str(again), stderr=StringIO())
+    assert again.read_bytes().decode() == text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Setpoint,Description\nA,he\x00llo\n", "line 2, column 2 (Description): contains a NUL"),
+        ("Setpoint,Area\nA,\x00\n", "line 2, column 2 (Area): contains a NUL byte"),
+        ("Setpoint\nA\x00B\n", "line 2, column 1 (Setpoint): contains a NUL byte"),
+        ("Setpoint,Ar\x00ea\nA,x\n", "line 1, column 2: contains a NUL byte"),
+    ],
+)
+def test_nul_byte_is_a_line_and_column_error(tmp_path, text, expected):
+    assert expected in failure(tmp_path, text)
+    assert not PV.objects.exists() and not TagGroup.objects.exists()

@@ -25,7 +25,7 @@ from snapshots.models import (
 )
 from snapshots.restore.execute import _note_attempt
 from snapshots.restore.plan import ACTION_NAMES, NOT_IN_CATALOG, restore_plan_create
-from snapshots.restore.records import RestoreAborted
+from snapshots.restore.records import RestoreAborted, restore_result_message
 from snapshots.restore.request import restore_plan_execute_request, restore_request
 from snapshots.restore.run import restore_reap_orphans, restore_run
 from snapshots.restore.selection import Selection, selection_parse
@@ -435,3 +435,16 @@ def test_idempotency_key_with_control_characters_is_422_not_503(machine, write_c
     message = error(write_client.post(url, {}, format="json", HTTP_IDEMPOTENCY_KEY=key), 422)
     assert message == "Validation error: Idempotency-Key: 1 to 255 printable characters"
     assert Restore.objects.count() == 0
+
+
+def test_result_message_says_unknown_for_puts_that_may_have_been_applied():
+    assert restore_result_message(total=9, success=9, failed=0) == (
+        "All 9 PVs have been restored to their snapshot values."
+    )
+    assert restore_result_message(total=9, success=8, failed=1) == "Restored 8/9 PVs (1 failed)"
+    assert restore_result_message(total=1200, success=1000, failed=200, unknown=50) == (
+        "Restored 1,000/1,200 PVs (150 failed, 50 unknown)"
+    )
+    assert restore_result_message(total=2, success=0, failed=2, unknown=2) == (
+        "Restored 0/2 PVs (2 unknown)"
+    )

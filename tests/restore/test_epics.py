@@ -19,6 +19,7 @@ from snapshots.models import Outcome, Restore, RestoreOutcome, Snapshot
 from snapshots.restore.records import OUTCOME_NAMES
 from snapshots.restore.run import restore_reap_orphans
 from tests.conftest import payload
+from tests.epics import SoftIoc
 from tests.restore.conftest import SimIOC, Worker, ca_read, snapshot_make, worker_env
 
 pytestmark = [
@@ -258,6 +259,49 @@ def test_sigkilled_worker_is_not_retried_and_what_was_written_is_recorded(
     assert Job.objects.get(pk=body["jobId"]).attempts == 1
     assert RestoreOutcome.objects.filter(restore=restore).count() == 2
     assert Restore.objects.get(pk=body["restoreId"]).status == Restore.Status.FAILED
+
+
+def test_puts_sent_when_the_ioc_dies_are_unknown_not_failed(
+    tmp_path, monkeypatch, workers, write_client
+):
+    # SLOW completes a put only 30 s after taking it: the IOC is killed while that put is in
+    # flight. ENUM's saved value is no label of its: refused before anything is sent.
+    ioc = SoftIoc(tmp_path, f"U{uuid.uuid4().hex[:5].upper()}:")
+    for key, value in ioc.env().items():
+        monkeypatch.setenv(key, value)
+    ioc.start()
+    try:
+        slow = PV.objects.create(setpoint_address=ioc.name("SLOW"))
+        enum = PV.objects.create(setpoint_address=ioc.name("ENUM"))
+        snap = snapshot_make([(slow, 5.0), (enum, "NoSuchLabel")])
+        workers.append(Worker(worker_env(SQUIRREL_EPICS_TIMEOUT="10")).start())
+        body = payload(write_client.post(f"/v1/snapshots/{snap.pk}/restore", {}, format="json"))
+        deadline = time.monotonic() + 30
+        while not Restore.objects.filter(
+            pk=body["restoreId"], attempted_through__isnull=False
+        ).exists():
+            assert time.monotonic() < deadline, workers[0].output()[-3000:]
+            time.sleep(0.02)
+        time.sleep(1.0)  # the puts are out; SLOW's answer is 29 s away
+        ioc.kill()
+        job = wait_job(body["jobId"], timeout=30)
+    finally:
+        ioc.kill()
+    assert job.status == Job.Status.COMPLETED, (job.error, workers[0].output()[-3000:])
+
+    got = outcomes(body["restoreId"])
+    assert got == {ioc.name("SLOW"): "write-unknown", ioc.name("ENUM"): "write-failed"}
+    unknown = RestoreOutcome.objects.get(restore_id=body["restoreId"], pv_name=ioc.name("SLOW"))
+    assert "may have been applied" in unknown.error and json.loads(unknown.written) == 5.0
+    # The report says unknown for the put that was sent, failed for the one refused.
+    assert job.message == "Restored 0/2 PVs (1 failed, 1 unknown)"
+    result = job.job_data["result"]
+    assert (result["failure_count"], result["unknown_count"]) == (2, 1)
+    assert result["counts"]["write-unknown"] == 1 and result["counts"]["write-failed"] == 1
+    assert {f["pvName"]: f["outcome"] for f in result["failures"]} == got
+    record = detail(write_client, body["restoreId"])
+    assert (record["failureCount"], record["unknownCount"]) == (2, 1)
+    assert {o["pvName"]: o["outcome"] for o in record["outcomes"]} == got
 
 
 def test_sync_restore_answers_the_restore_result(iocs, write_client):

@@ -8,6 +8,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from jobs.models import Job
+from jobs.services import job_get_current
 from snapshots import capture, services
 from snapshots.models import Snapshot
 from squirrel.exceptions import SquirrelError
@@ -74,7 +75,7 @@ class Command(BaseCommand):
     def _follow(self, job_id: str, *, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            job = Job.objects.get(pk=job_id)
+            job = job_get_current(job_id=job_id)  # a dead worker's job is failed
             self._draw(job.progress, job.message)
             if job.status == Job.Status.COMPLETED:
                 self.stdout.write("\n")

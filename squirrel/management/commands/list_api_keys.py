@@ -8,7 +8,7 @@ from squirrel.models import ApiKey
 
 
 class Command(BaseCommand):
-    help = "List API keys: id, name, scopes, state, creation time."
+    help = "List API keys: id, name, scopes (r/w/a: read/write/admin), state, creation, creator."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--active-only", action="store_true", help="skip deactivated keys")
@@ -18,9 +18,11 @@ class Command(BaseCommand):
         if active_only:
             keys = keys.filter(is_active=True)
         for key in keys:
-            scopes = "".join(s for s, on in (("r", key.read_access), ("w", key.write_access)) if on)
             state = "active" if key.is_active else "inactive"
             created = f"{key.created_at:%Y-%m-%d %H:%M}"
-            self.stdout.write(f"{key.pk}  {key.app_name:<30}  {scopes:<2}  {state:<8}  {created}")
+            self.stdout.write(
+                f"{key.pk}  {key.app_name:<30}  {key.scope_letters:<3}  {state:<8}  {created}"
+                f"  {key.created_by or '-'}"
+            )
         if not keys:
             self.stderr.write("No API keys.")
