@@ -14,6 +14,11 @@ An *entry* is a plain dict with these keys (absent or None when unknown):
 
 NaN and ±Inf never leave this module: ``clean`` turns them into None and says so in ``error``.
 In Redis an entry is msgpack; on the wire it is a CacheEntry (contract §8.3) via ``to_wire``.
+
+Enums on the wire: ``value`` is the integer index, as a snapshot stores it (contract §8.2) and
+the FastAPI Squirrel sends on both sides, so a frontend comparing a saved with a live ``value``
+sees an unchanged enum as equal; the label travels beside it as ``label`` and the choices as
+``enum_strs``. ``enum_wire`` is that one rule.
 """
 
 from __future__ import annotations
@@ -120,9 +125,18 @@ def status_name(status: int | None) -> str | None:
 _NOT_WIRE = ("upper_ctrl_limit", "lower_ctrl_limit")
 
 
+def enum_wire(out: dict[str, Any]) -> None:
+    """An enum entry's wire form, in place: ``value`` the index, ``label`` the string."""
+    index = out.pop("index", None)
+    if index is not None:
+        out["label"] = out.get("value")
+        out["value"] = index
+
+
 def to_wire(entry: Entry) -> dict[str, Any]:
     """A CacheEntry for the API and WebSocket (contract §8.3): status as its name, null keys
-    left out, NaN/Inf as null, extra metadata (precision, enum strings, index) kept."""
+    left out, NaN/Inf as null, an enum as its index with its ``label`` (``enum_wire``), extra
+    metadata (precision, enum strings) kept."""
     return wire_in_place({k: v for k, v in entry.items() if v is not None})  # type: ignore[arg-type]
 
 
@@ -140,11 +154,14 @@ def wire_in_place(entry: Entry) -> dict[str, Any]:
     value = out.get("value")
     if value is None:
         out["value"] = None
+        out.pop("index", None)
     elif type(value) is float:
         if value - value != 0.0:  # NaN or infinite
             out["value"] = None
     elif type(value) is list:
         out["value"] = finite(value)
+    elif "index" in out:
+        enum_wire(out)
     if "connected" not in out:
         out["connected"] = False
     return out

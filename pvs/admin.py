@@ -78,7 +78,7 @@ class PVAdmin(admin.ModelAdmin):
         "description",
         "abs_tolerance",
         "rel_tolerance",
-        "read_only",
+        "read_only_shown",
         "tag_list",
     )
     list_filter = ("read_only", TagGroupFilter, TagFilter)
@@ -110,6 +110,11 @@ class PVAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[PV]:
         tags = Prefetch("tags", queryset=Tag.objects.select_related("group").order_by("name"))
         return super().get_queryset(request).prefetch_related(tags)
+
+    @admin.display(description="read-only", boolean=True, ordering="read_only")
+    def read_only_shown(self, pv: PV) -> bool:
+        """Marked read-only, or read-back-only (no setpoint: never written by a restore)."""
+        return pv.is_read_only
 
     @admin.display(description="tags")
     def tag_list(self, pv: PV) -> str:

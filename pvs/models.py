@@ -8,6 +8,12 @@ from pvs.querysets import PVQuerySet
 from squirrel.models import BaseModel
 
 
+def read_only_rule(read_only: bool, setpoint_address: str | None) -> bool:
+    """Whether a PV is read-only as the API, the admin and the restore plan see it: marked so,
+    or a read-back-only PV (no setpoint address: nothing to write)."""
+    return bool(read_only) or not setpoint_address
+
+
 class PV(BaseModel):
     """A process variable: up to three addresses (setpoint, readback, config) and tolerances."""
 
@@ -41,6 +47,11 @@ class PV(BaseModel):
     def name(self) -> str:
         """The address a snapshot records the PV under (contract §3.6)."""
         return self.setpoint_address or self.readback_address or self.config_address or ""
+
+    @property
+    def is_read_only(self) -> bool:
+        """Never written by a restore: marked read-only, or without a setpoint address."""
+        return read_only_rule(self.read_only, self.setpoint_address)
 
     def addresses(self) -> list[str]:
         return [a for a in (self.setpoint_address, self.readback_address, self.config_address) if a]

@@ -15,7 +15,7 @@ from django.db.models import CharField, Func, OuterRef, QuerySet
 from django.db.models.functions import Cast
 from rest_framework import serializers
 
-from pvs.models import PV
+from pvs.models import PV, read_only_rule
 from squirrel.api import MAX_QUERY_INT
 from squirrel.exceptions import BadRequest
 from tags.models import Tag
@@ -211,14 +211,16 @@ def pv_elements(queryset: QuerySet[PV]) -> list[dict[str, Any]]:
     return [
         {
             "id": pk,
-            "setpointAddress": sp,
+            # A read-back-only PV shows its readback as its setpoint address, read-only: the
+            # React frontend drops rows with no setpointAddress (README "Read-back-only PVs").
+            "setpointAddress": sp if sp else rb,
             "readbackAddress": rb,
             "configAddress": cfg,
             "device": device,
             "description": description,
             "absTolerance": abs_tol,
             "relTolerance": rel_tol,
-            "readOnly": read_only,
+            "readOnly": read_only_rule(read_only, sp),
             "tags": tags(tag_ids),
             "createdDate": created,
             "lastModifiedDate": updated,

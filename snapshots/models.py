@@ -192,6 +192,9 @@ class Outcome(models.IntegerChoices):
     SKIPPED_READ_ONLY = 9, "skipped-read-only"
     SKIPPED_NO_VALUE = 10, "skipped-no-value"
     WRITE_UNKNOWN = 11, "write-unknown"  # sent, never answered (IOC died): may have been applied
+    # The setpoint was written and verified; its readback differs (beyond the PV's tolerance
+    # after the settle time, or, with no tolerance, at once). A success with a warning.
+    READBACK_DIFFERS = 12, "readback-differs"
 
 
 class RestorePlan(BaseModel):

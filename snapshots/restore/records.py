@@ -42,8 +42,12 @@ FAILED_OUTCOMES = (
     Outcome.INTERRUPTED,
     Outcome.NOT_ATTEMPTED,
 )
+# A success is a setpoint written and read back at its saved value, whatever its readback does;
+# of those, WARNING_OUTCOMES have a readback that differs: reported apart, never as failures.
+SUCCESS_OUTCOMES = (Outcome.VERIFIED, Outcome.READBACK_DIFFERS)
+WARNING_OUTCOMES = (Outcome.READBACK_DIFFERS,)
 # Order of outcomes in listings: failures first, so that none is buried in 50K rows.
-OUTCOME_ORDER = (*FAILED_OUTCOMES, Outcome.VERIFIED) + (
+OUTCOME_ORDER = (*FAILED_OUTCOMES, Outcome.READBACK_DIFFERS, Outcome.VERIFIED) + (
     Outcome.SKIPPED_EQUAL,
     Outcome.SKIPPED_READ_ONLY,
     Outcome.SKIPPED_NO_VALUE,
@@ -203,7 +207,7 @@ def summary_store(restore: Restore) -> Restore:
         .values_list("outcome", "n")
     )
     restore.counts = {OUTCOME_NAMES[o]: grouped.get(o, 0) for o in OUTCOME_ORDER}
-    restore.success_count = grouped.get(Outcome.VERIFIED, 0)
+    restore.success_count = sum(grouped.get(o, 0) for o in SUCCESS_OUTCOMES)
     restore.failure_count = sum(grouped.get(o, 0) for o in FAILED_OUTCOMES)
     restore.total = restore.success_count + restore.failure_count
     return restore
@@ -215,14 +219,28 @@ def unknown_count(restore: Restore) -> int:
     return sum(counts.get(OUTCOME_NAMES[o], 0) for o in UNKNOWN_OUTCOMES)
 
 
-def restore_result_message(*, total: int, success: int, failed: int, unknown: int = 0) -> str:
-    """The job message of the contract (§5.2); of the ``failed`` (not verified), ``unknown``
-    ones are said to be unknown, not failed: ``Restored 7/9 PVs (1 failed, 1 unknown)``."""
+def warning_count(restore: Restore) -> int:
+    """How many restored PVs have a readback that differs (a warning): from its counts."""
+    counts = restore.counts or {}
+    return sum(counts.get(OUTCOME_NAMES[o], 0) for o in WARNING_OUTCOMES)
+
+
+def restore_result_message(
+    *, total: int, success: int, failed: int, unknown: int = 0, warnings: int = 0
+) -> str:
+    """The job message of the contract (§5.2): setpoint failures first; of the ``failed`` (not
+    verified), ``unknown`` ones are said to be unknown, not failed; readback ``warnings`` come
+    after, apart: ``Restored 7/9 PVs (1 failed, 1 unknown); 2 readbacks differ (warnings)``."""
     if failed == 0:
-        return f"All {total:,} PVs have been restored to their snapshot values."
-    parts = [f"{failed - unknown:,} failed"] if failed > unknown else []
-    parts += [f"{unknown:,} unknown"] if unknown else []
-    return f"Restored {success:,}/{total:,} PVs ({', '.join(parts)})"
+        message = f"All {total:,} PVs have been restored to their snapshot values."
+    else:
+        parts = [f"{failed - unknown:,} failed"] if failed > unknown else []
+        parts += [f"{unknown:,} unknown"] if unknown else []
+        message = f"Restored {success:,}/{total:,} PVs ({', '.join(parts)})"
+    if warnings:
+        noun = "readback differs" if warnings == 1 else "readbacks differ"
+        message = f"{message.rstrip('.')}; {warnings:,} {noun} from the setpoint (warnings)"
+    return message
 
 
 def failures_list(*, restore: Restore, limit: int = MAX_FAILURES_IN_RESULT) -> list[dict]:
@@ -251,6 +269,7 @@ def restore_result(restore: Restore) -> dict[str, Any]:
         "success_count": restore.success_count,
         "failure_count": restore.failure_count,
         "unknown_count": unknown_count(restore),
+        "warning_count": warning_count(restore),
         "failures": failures_list(restore=restore),
         "counts": restore.counts,
         "restoreId": str(restore.pk),

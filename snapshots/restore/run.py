@@ -26,6 +26,7 @@ from snapshots.restore.records import (
     restore_result_message,
     summary_store,
     unknown_count,
+    warning_count,
 )
 from squirrel.exceptions import NotFound
 
@@ -119,6 +120,7 @@ def restore_run(*, restore_id: str) -> Restore | None:
                 success=done.success_count,
                 failed=done.failure_count,
                 unknown=unknown_count(done),
+                warnings=warning_count(done),
             ),
             result=restore_result(done),
         )

@@ -15,7 +15,12 @@ from rest_framework import serializers
 
 from snapshots.models import Outcome, PlanAction, Restore, RestorePlan
 from snapshots.restore.plan import ACTION_NAMES, plan_age
-from snapshots.restore.records import OUTCOME_NAMES, failures_list, unknown_count
+from snapshots.restore.records import (
+    OUTCOME_NAMES,
+    failures_list,
+    unknown_count,
+    warning_count,
+)
 from snapshots.restore.request import restore_queued_message
 from snapshots.serializers import JobCreatedOutSerializer
 from squirrel.api import dumps
@@ -27,6 +32,10 @@ OUTCOME_CHOICES = [str(label) for _, label in Outcome.choices]
 UNKNOWN_HELP = (
     "of failureCount (not verified), the PVs whose put was sent but never answered (the IOC "
     "died or hung first: outcome write-unknown): they may have been applied"
+)
+WARNING_HELP = (
+    "of successCount (setpoint verified), the PVs whose readback differs from it (outcome "
+    "readback-differs): information, not failures"
 )
 
 
@@ -63,6 +72,7 @@ class RestoreResultOutSerializer(serializers.Serializer):
     successCount = serializers.IntegerField()
     failureCount = serializers.IntegerField()
     unknownCount = serializers.IntegerField(help_text=UNKNOWN_HELP)
+    warningCount = serializers.IntegerField(help_text=WARNING_HELP)
     failures = RestoreFailureOutSerializer(many=True)
     counts = serializers.DictField(child=serializers.IntegerField())
     restoreId = serializers.UUIDField()
@@ -124,6 +134,7 @@ class RestoreOutSerializer(serializers.Serializer):
     successCount = serializers.IntegerField()
     failureCount = serializers.IntegerField()
     unknownCount = serializers.IntegerField(help_text=UNKNOWN_HELP)
+    warningCount = serializers.IntegerField(help_text=WARNING_HELP)
     counts = serializers.DictField(child=serializers.IntegerField())
     error = serializers.CharField(allow_null=True)
 
@@ -204,6 +215,7 @@ def restore_dto(restore: Restore) -> dict[str, Any]:
         "successCount": restore.success_count,
         "failureCount": restore.failure_count,
         "unknownCount": unknown_count(restore),
+        "warningCount": warning_count(restore),
         "counts": restore.counts,
         "error": restore.error,
     }
@@ -216,6 +228,7 @@ def restore_result_dto(restore: Restore) -> dict[str, Any]:
         "successCount": restore.success_count,
         "failureCount": restore.failure_count,
         "unknownCount": unknown_count(restore),
+        "warningCount": warning_count(restore),
         "failures": failures_list(restore=restore),
         "counts": restore.counts,
         "restoreId": str(restore.pk),

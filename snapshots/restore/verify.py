@@ -5,6 +5,11 @@ A put that fails is ``write-failed`` when it was refused or never sent, ``timed-
 channel did not connect in time (never sent either), and ``write-unknown`` when it was sent and
 never answered (the IOC died, hung or dropped the connection first): it may have been applied,
 so the report says unknown, not failed. Neither kind is read back.
+
+A setpoint that is written and reads back at its saved value is a success whatever its readback
+does. The readback is then judged against the PV's tolerance when one is configured (and waited
+for up to the settle time); with none, it is compared at once and never waited for. Either way a
+readback that differs is ``readback-differs``: a success with a warning, both values recorded.
 """
 
 from __future__ import annotations
@@ -45,6 +50,18 @@ def _failed_put_outcome(put: PutResult) -> Outcome:
     if put.unknown:
         return Outcome.WRITE_UNKNOWN
     return Outcome.TIMED_OUT if put.timed_out else Outcome.WRITE_FAILED
+
+
+def _readback_differs(result: Result, *, after: float | None) -> None:
+    """A verified setpoint whose readback differs: a warning with both values, not a failure.
+    ``after`` is the settle time waited (a PV with a tolerance), None when not waited."""
+    item = result.item
+    waited = f" after {after:g} s" if after is not None else " (no tolerance configured)"
+    result.outcome = Outcome.READBACK_DIFFERS
+    result.error = (
+        f"setpoint verified at {dumps(result.setpoint)[:200]}; readback {item.readback_address} "
+        f"is {dumps(result.readback)[:200]}{waited}"
+    )
 
 
 def verify_chunk(
@@ -101,7 +118,10 @@ def verify_chunk(
             if not within_tolerance(
                 item.saved, result.readback, abs_tol=item.abs_tol, rel_tol=item.rel_tol
             ):
-                waiting.append(result)
+                if item.abs_tol > 0 or item.rel_tol > 0:
+                    waiting.append(result)  # a tolerance says the readback should follow
+                else:
+                    _readback_differs(result, after=None)
     deadline = time.monotonic() + settle
     while waiting and time.monotonic() < deadline:
         time.sleep(SETTLE_POLL)
@@ -117,9 +137,5 @@ def verify_chunk(
         waiting = still
     clock.lap("verify")
     for result in waiting:
-        result.outcome = Outcome.MISMATCH
-        result.error = (
-            f"readback {result.item.readback_address} is {dumps(result.readback)[:200]}, not "
-            f"within tolerance of {dumps(result.item.saved)[:200]} after {settle:g} s"
-        )
+        _readback_differs(result, after=settle)
     return [results[item.id] for item in items]

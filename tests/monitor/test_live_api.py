@@ -96,9 +96,9 @@ def test_post_live_returns_cached_entries_only(api, cached):
     )
     assert body == {
         "SIM:A": ANALOG_WIRE,
-        "ca://SIM:MODE": {
-            "value": "ON",
-            "index": 1,
+        "ca://SIM:MODE": {  # an enum: its index as the value (as saved), the label beside it
+            "value": 1,
+            "label": "ON",
             "enum_strs": ["OFF", "ON"],
             "connected": True,
             "updated_at": NOW,
@@ -270,7 +270,8 @@ def test_live_values_from_a_monitored_sim_ioc(api, redis_client, tmp_path):
             assert body[ioc.setpoint(0)]["value"] == 1.0
             assert body[ioc.setpoint(0)]["units"] == "A"
             assert body[ioc.setpoint(0)]["connected"] is True
-            assert body[ioc.readback(1)]["value"] == "ON"
+            assert body[ioc.readback(1)]["value"] == 1
+            assert body[ioc.readback(1)]["label"] == "ON"
             assert body[ioc.readback(1)]["enum_strs"] == ["OFF", "ON"]
             assert body[ioc.readback(4)]["value"] == pytest.approx(3.0, abs=0.01)
             # Values can be flushed a moment before the first heartbeat lands (a CI run

@@ -266,7 +266,10 @@ def test_multi_creates_in_input_order(write_client, django_capture_on_commit_cal
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         body = payload(write_client.post("/v1/pvs/multi", items, "json"))
     assert len(callbacks) == 1
-    assert [r["setpointAddress"] for r in body] == ["M:2", "M:1", None]
+    # a read-back-only PV is listed by its readback, read-only (README "Read-back-only PVs")
+    assert [r["setpointAddress"] for r in body] == ["M:2", "M:1", "M:RB"]
+    assert [r["readOnly"] for r in body] == [False, False, True]
+    assert PV.objects.get(readback_address="M:RB").setpoint_address is None
     assert body[1]["readbackAddress"] is None
     assert [t["id"] for t in body[0]["tags"]] == [str(tag.pk)]  # unknown id dropped
     assert all(set(r) == PV_KEYS for r in body)

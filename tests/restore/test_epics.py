@@ -347,3 +347,72 @@ def test_command_restores_with_yes(iocs, capsys):
     assert all(now[sp(prefix, i)] == pytest.approx(sim.base_value(i) + 10.0) for i in ANALOG)
     restore = Restore.objects.get()
     assert restore.created_by.startswith("cli:") and restore.status == "completed"
+
+
+def test_imported_read_back_only_pv_is_listed_writable_never(iocs, workers, write_client, tmp_path):
+    """A CSV row with a Readback and no Setpoint: listed with a setpointAddress (the React
+    frontend drops rows without one) and read-only, and never written by a restore."""
+    from django.core.management import call_command
+
+    prefix = _prefix()
+    iocs.append(SimIOC(count=COUNT, prefix=prefix).start())
+    rbv = f"{prefix}:DEV4:RBV"  # device 4 is read-back-only on the sim IOC
+    csv = tmp_path / "catalog.csv"
+    csv.write_text(f"Setpoint,Readback,Description\n,{rbv},read-back only\n")
+    call_command("import_pvs", str(csv), "--no-progress")
+    pv = PV.objects.get(readback_address=rbv)
+    assert pv.setpoint_address is None and pv.read_only is False  # as imported
+
+    listed = payload(write_client.get("/v1/pvs/paged", {"pvName": rbv}))["results"]
+    assert [(e["setpointAddress"], e["readbackAddress"], e["readOnly"]) for e in listed] == [
+        (rbv, rbv, True)
+    ]
+
+    live = ca_read([rbv])[rbv]
+    snap = snapshot_make([(pv, live + 25.0)], title="rb only")
+    workers.append(Worker(worker_env(SQUIRREL_EPICS_TIMEOUT="2")).start())
+    body = payload(write_client.post(f"/v1/snapshots/{snap.pk}/restore", {}, format="json"))
+    job = wait_job(body["jobId"])
+    assert job.status == Job.Status.COMPLETED, job.error
+    assert outcomes(body["restoreId"]) == {rbv: "skipped-read-only"}
+    assert ca_read([rbv])[rbv] == pytest.approx(live)  # the IOC, read directly: untouched
+
+
+def test_noisy_readbacks_without_tolerance_are_warnings_not_failures(iocs, workers, write_client):
+    """Setpoints written and read back equal are restored whatever their readbacks do; with no
+    tolerance configured a differing readback is a warning, counted apart and never waited for
+    (the settle time here is 30 s)."""
+    prefix = _prefix()
+    iocs.append(SimIOC(count=COUNT, prefix=prefix).start())
+    pvs = catalog(prefix)
+    noisy = ANALOG[:4]
+    for i in noisy:  # a readback that never follows its setpoint (another device's), no tolerance
+        PV.objects.filter(pk=pvs[i].pk).update(
+            readback_address=f"{prefix}:DEV4:RBV", abs_tolerance=0.0, rel_tolerance=0.0
+        )
+    snap = snapshot_make([(pvs[i], sim.base_value(i) + 3.0) for i in noisy])
+    workers.append(
+        Worker(worker_env(SQUIRREL_EPICS_TIMEOUT="2", SQUIRREL_RESTORE_SETTLE_TIME="30")).start()
+    )
+    started = time.monotonic()
+    body = payload(write_client.post(f"/v1/snapshots/{snap.pk}/restore", {}, format="json"))
+    job = wait_job(body["jobId"], timeout=25)
+    assert time.monotonic() - started < 25  # the 30 s settle time was not waited for
+    assert job.status == Job.Status.COMPLETED, job.error
+
+    after = ca_read([sp(prefix, i) for i in noisy])
+    assert all(after[sp(prefix, i)] == pytest.approx(sim.base_value(i) + 3.0) for i in noisy)
+    assert set(outcomes(body["restoreId"]).values()) == {"readback-differs"}
+    result = job.job_data["result"]
+    assert (result["total_pvs"], result["success_count"], result["failure_count"]) == (4, 4, 0)
+    assert result["warning_count"] == 4 and result["failures"] == []
+    assert job.message == (
+        "All 4 PVs have been restored to their snapshot values; "
+        "4 readbacks differ from the setpoint (warnings)"
+    )
+    record = detail(write_client, body["restoreId"])
+    assert (record["successCount"], record["failureCount"], record["warningCount"]) == (4, 0, 4)
+    first = record["outcomes"][0]
+    assert first["outcome"] == "readback-differs" and "no tolerance configured" in first["error"]
+    assert first["setpointRead"] == pytest.approx(first["written"])  # both values recorded
+    assert first["readbackRead"] != pytest.approx(first["written"])

@@ -25,6 +25,12 @@ const Squirrel = (() => {
     return String(value);
   }
 
+  /** A value as shown: an enum by its label (the wire's value is its index), else formatted. */
+  function shown(v) {
+    if (!v) return "—";
+    return v.label !== undefined && v.label !== null ? String(v.label) : format(v.value, v.precision);
+  }
+
   function age(seconds) {
     if (seconds === null || seconds === undefined || Number.isNaN(seconds)) return "—";
     if (seconds < 60) return `${seconds.toFixed(1)} s`;
@@ -99,7 +105,7 @@ const Squirrel = (() => {
       const entry = latest.get(name);
       for (const cell of cells.get(name) || []) {
         const row = cell.closest("tr");
-        cell.textContent = entry ? format(entry.value, entry.precision) : "—";
+        cell.textContent = shown(entry);
         cell.classList.remove("flash"); void cell.offsetWidth; cell.classList.add("flash");
         if (!entry) continue;
         row.classList.toggle("disconnected", entry.connected === false);
@@ -213,8 +219,8 @@ const Squirrel = (() => {
       tbody.replaceChildren(...snapshot.pvValues.map((v) => {
         const sp = v.setpointValue, rb = v.readbackValue;
         const row = liveRow(registry, v.setpointName, v.readbackName,
-          [td(v.pvName), td(format(sp && sp.value, sp && sp.precision), "num")],
-          [td(format(rb && rb.value, rb && rb.precision), "num"), td("—", "sev"), td("—", "age num")]);
+          [td(v.pvName), td(shown(sp), "num")],
+          [td(shown(rb), "num"), td("—", "sev"), td("—", "age num")]);
         rowsByPv.set(v.pvId, row);
         return row;
       }));

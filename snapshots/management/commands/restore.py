@@ -17,7 +17,7 @@ from django.db import connections
 from jobs.models import Job
 from snapshots.models import PlanAction, Restore
 from snapshots.restore.plan import restore_plan_create
-from snapshots.restore.records import failures_list, unknown_count
+from snapshots.restore.records import failures_list, unknown_count, warning_count
 from snapshots.restore.request import restore_plan_execute_request
 from snapshots.restore.run import restore_run
 from snapshots.restore.selection import selection_parse
@@ -142,10 +142,12 @@ class Command(BaseCommand):
     def _outcome_print(self, restore: Restore) -> None:
         unknown = unknown_count(restore)  # sent, never answered: maybe applied, not "failed"
         unknown_text = f", {unknown:,} unknown" if unknown else ""
+        warnings = warning_count(restore)  # verified setpoints whose readback differs
+        warning_text = f" ({warnings:,} with a readback that differs)" if warnings else ""
         self.stdout.write(
-            f"Restore {restore.pk}: {restore.status}; {restore.success_count:,} verified, "
-            f"{restore.failure_count - unknown:,} failed{unknown_text} of {restore.total:,}; "
-            f"safety snapshot {restore.safety_snapshot_id}"
+            f"Restore {restore.pk}: {restore.status}; {restore.success_count:,} verified"
+            f"{warning_text}, {restore.failure_count - unknown:,} failed{unknown_text} of "
+            f"{restore.total:,}; safety snapshot {restore.safety_snapshot_id}"
         )
         for name, count in restore.counts.items():
             if count:
