@@ -62,6 +62,9 @@ class Client:
         self.skipped_flushes = 0
 
 
+STOP_TIMEOUT = 5.0  # seconds ``FanOut.stop`` waits for each step
+
+
 class FanOut:
     """The process's listener, subscription index and flush loop (one per event loop)."""
 
@@ -87,15 +90,19 @@ class FanOut:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        """Cancel the loops and close Redis, each bounded (STOP_TIMEOUT): a loop caught inside
+        a Redis or database call must not hold a shutdown (or a test's teardown) forever."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks = []
-        if self._redis is not None:
-            await self._redis.aclose()
-            self._redis = None
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
+            for task in pending:
+                log.warning("fan-out task %s still running after stop", task.get_name())
+        redis, self._redis = self._redis, None
+        if redis is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(redis.aclose(), STOP_TIMEOUT)
 
     # -- clients and subscriptions ----------------------------------------------------------
     def add_client(
