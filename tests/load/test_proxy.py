@@ -124,7 +124,8 @@ def test_the_proxy_sets_x_forwarded_proto_itself(proxied):
     overwrite a client's claim of https (this proxy is plain http, so: redirected)."""
     port, web_port, _ = proxied
     status, location = get(f"http://127.0.0.1:{port}/v1/tags", **{"X-Forwarded-Proto": "https"})
-    assert status == 301 and location == "https://127.0.0.1/v1/tags", (status, location)
+    # the Host the client sent ($http_host, port included: Origin must match it for sessions)
+    assert status == 301 and location == f"https://127.0.0.1:{port}/v1/tags", (status, location)
     # the container's health check asks over http and is not redirected
     assert get(f"http://127.0.0.1:{port}/health")[0] == 200
     # daphne alone believes any client: why it must only be reached through the proxy
