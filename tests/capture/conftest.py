@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -80,3 +81,26 @@ def processes() -> Iterator[list[Proc]]:
     yield started
     for proc in reversed(started):
         proc.stop()
+
+
+def sim_catalog(
+    processes: list[Proc], monkeypatch: pytest.MonkeyPatch, *, count: int, prefix: str
+) -> tuple[list[Any], dict[str, str], Proc]:
+    """A sim IOC of ``count`` devices on its own port, this process's EPICS environment
+    pointed at it, and the devices in the catalog; (devices, the EPICS environment, the IOC)."""
+    from monitor import sim
+    from pvs.models import PV
+
+    port = free_port()
+    env = epics_env(port)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    ioc = Proc(["sim_ioc", "--count", str(count), "--prefix", prefix, "--port", str(port)],
+               worker_env(**env))  # fmt: skip
+    processes.append(ioc)
+    ioc.wait_for("sim_ioc ready", 120)
+    devices = sim.sim_devices(count=count, prefix=prefix)
+    PV.objects.bulk_create(
+        [PV(setpoint_address=d.setpoint, readback_address=d.readback) for d in devices]
+    )
+    return devices, env, ioc

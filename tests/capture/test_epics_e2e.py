@@ -14,12 +14,10 @@ import pytest
 
 from jobs.models import Job
 from monitor import bridge, events, sim, values
-from pvs.models import PV
 from snapshots import services
 from snapshots.models import Snapshot, SnapshotValue, ValueKind, ValueSource
-from tests.capture.conftest import Proc, Worker, worker_env
+from tests.capture.conftest import Proc, Worker, sim_catalog, worker_env
 from tests.capture.test_worker_e2e import wait_job
-from tests.epics import epics_env, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.epics, pytest.mark.django_db(transaction=True)]
 
@@ -30,18 +28,7 @@ PREFIX = "E5"
 @pytest.fixture
 def machine(redis_client, processes, workers, monkeypatch):
     """Sim IOC + catalog + monitor (cache filled) + one worker; returns (devices, ioc)."""
-    port = free_port()
-    env = epics_env(port)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    ioc = Proc(["sim_ioc", "--count", str(COUNT), "--prefix", PREFIX, "--port", str(port)],
-               worker_env(**env))  # fmt: skip
-    processes.append(ioc)
-    ioc.wait_for("sim_ioc ready", 120)
-    devices = sim.sim_devices(count=COUNT, prefix=PREFIX)
-    PV.objects.bulk_create(
-        [PV(setpoint_address=d.setpoint, readback_address=d.readback) for d in devices]
-    )
+    devices, env, ioc = sim_catalog(processes, monkeypatch, count=COUNT, prefix=PREFIX)
     channels = sum(d.channels for d in devices)
     monitor = Proc(["monitor"], worker_env(**env))
     processes.append(monitor)

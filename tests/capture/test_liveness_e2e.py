@@ -14,15 +14,14 @@ import time
 
 import pytest
 
-from monitor import bridge, cache, events, health, sim, values
+from monitor import bridge, cache, events, health, values
 from pvs.models import PV
 from snapshots.capture import snapshot_capture
 from snapshots.models import PlanAction, RestorePlanItem, SnapshotValue, ValueSource
 from snapshots.restore.plan import restore_plan_create
 from snapshots.restore.selection import Selection
-from tests.capture.conftest import Proc, worker_env
+from tests.capture.conftest import Proc, sim_catalog, worker_env
 from tests.conftest import payload
-from tests.epics import epics_env, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.epics, pytest.mark.django_db(transaction=True)]
 
@@ -44,18 +43,7 @@ def machine(redis_client, processes, monkeypatch, settings):
     """Sim IOC + catalog; returns (analog devices, env for monitors)."""
     settings.MONITOR_ALIVE_SECONDS = 2.0  # a killed monitor is dead 2 s later
     settings.EPICS_TIMEOUT = 3.0
-    port = free_port()
-    env = epics_env(port)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    ioc = Proc(["sim_ioc", "--count", str(COUNT), "--prefix", PREFIX, "--port", str(port)],
-               worker_env(**env))  # fmt: skip
-    processes.append(ioc)
-    ioc.wait_for("sim_ioc ready", 120)
-    devices = sim.sim_devices(count=COUNT, prefix=PREFIX)
-    PV.objects.bulk_create(
-        [PV(setpoint_address=d.setpoint, readback_address=d.readback) for d in devices]
-    )
+    devices, env, _ = sim_catalog(processes, monkeypatch, count=COUNT, prefix=PREFIX)
     analog = [d for d in devices if d.kind == "analog" and not d.changing]
     return analog, worker_env(SQUIRREL_MONITOR_HEARTBEAT_INTERVAL="0.5", **env)
 

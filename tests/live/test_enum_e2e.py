@@ -18,13 +18,11 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from live.fanout import fanout
-from monitor import events, sim
-from pvs.models import PV
+from monitor import events
 from snapshots.capture import snapshot_capture
 from squirrel.asgi import application
-from tests.capture.conftest import Proc, processes, worker_env  # noqa: F401 (a fixture)
+from tests.capture.conftest import Proc, processes, sim_catalog, worker_env  # noqa: F401
 from tests.conftest import payload
-from tests.epics import epics_env, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.epics, pytest.mark.django_db(transaction=True)]
 
@@ -35,18 +33,7 @@ PREFIX = "EN"
 @pytest.fixture
 def enums(redis_client, processes, monkeypatch):  # noqa: F811 (the imported fixture)
     """Sim IOC + monitor + catalog; the enum devices, once the monitor has cached them."""
-    port = free_port()
-    env = epics_env(port)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    ioc = Proc(["sim_ioc", "--count", str(COUNT), "--prefix", PREFIX, "--port", str(port)],
-               worker_env(**env))  # fmt: skip
-    processes.append(ioc)
-    ioc.wait_for("sim_ioc ready", 120)
-    devices = sim.sim_devices(count=COUNT, prefix=PREFIX)
-    PV.objects.bulk_create(
-        [PV(setpoint_address=d.setpoint, readback_address=d.readback) for d in devices]
-    )
+    devices, env, _ = sim_catalog(processes, monkeypatch, count=COUNT, prefix=PREFIX)
     monitor = Proc(["monitor"], worker_env(SQUIRREL_MONITOR_HEARTBEAT_INTERVAL="0.5", **env))
     processes.append(monitor)
     names = [d.setpoint for d in devices if d.setpoint] + [d.readback for d in devices]
