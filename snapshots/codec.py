@@ -62,7 +62,11 @@ KIND_FLOAT_ARRAY, KIND_INT_ARRAY, KIND_STRING_ARRAY = (
 )
 _DIRECT = int(ValueSource.DIRECT)
 _NUMERIC_ARRAYS = (KIND_FLOAT_ARRAY, KIND_INT_ARRAY)
-SOURCE_NAMES = {int(ValueSource.CACHE): "cache", int(ValueSource.DIRECT): "direct"}
+SOURCE_NAMES = {
+    int(ValueSource.CACHE): "cache",
+    int(ValueSource.DIRECT): "direct",
+    int(ValueSource.IMPORTED): "imported",
+}
 
 # --- layouts and the SQL built from them --------------------------------------------------------
 

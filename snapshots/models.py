@@ -84,6 +84,7 @@ class ValueKind(models.IntegerChoices):
 class ValueSource(models.IntegerChoices):
     CACHE = 1
     DIRECT = 2
+    IMPORTED = 3  # from a file or another Squirrel's database: never read from the machine here
 
 
 class SnapshotValue(models.Model):

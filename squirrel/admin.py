@@ -15,7 +15,7 @@ from django.template.response import TemplateResponse
 from squirrel import services
 from squirrel.auth import staff_name
 from squirrel.exceptions import SquirrelError
-from squirrel.models import ApiKey
+from squirrel.models import ApiKey, AuditEvent
 
 if TYPE_CHECKING:
     from django.contrib.admin.options import _FieldGroups
@@ -90,3 +90,24 @@ class ApiKeyAdmin(admin.ModelAdmin):
             except SquirrelError as exc:
                 self.message_user(request, exc.message, messages.ERROR)
         self.message_user(request, f"Deactivated {done} API key(s).", messages.SUCCESS)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """The audit trail, read-only: nobody adds, edits or deletes an event (``squirrel.audit``)."""
+
+    list_display = ("at", "actor", "kind", "object_type", "object_id", "summary")
+    list_filter = ("kind", "object_type")
+    search_fields = ("actor", "=object_id", "summary")
+    date_hierarchy = "at"
+    ordering = ("-id",)
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -6,6 +6,7 @@ import hashlib
 import uuid
 
 from django.db import models
+from django.utils import timezone
 
 
 class BaseModel(models.Model):
@@ -72,3 +73,35 @@ class ApiKey(BaseModel):
         """``r``, ``w`` and ``a`` (admin) for the scopes the key has."""
         granted = (("r", self.read_access), ("w", self.write_access), ("a", self.admin_access))
         return "".join(letter for letter, on in granted if on)
+
+
+class AuditEvent(models.Model):
+    """One write to the catalog, the snapshots or the machine: who, when, what (``squirrel.audit``
+    records them; nothing edits or deletes them). ``actor`` is the caller's audit name
+    (``api-key:<name>``, ``user:<name>``, ``cli:<name>``, ``system:<process>`` or ``anonymous``);
+    ``kind`` is ``<object>.<verb>`` (``snapshot.delete``); ``before``/``after`` hold the changed
+    fields of an edit; ``detail`` anything else worth keeping (counts, a file's name)."""
+
+    id = models.BigAutoField(primary_key=True)
+    at = models.DateTimeField(default=timezone.now, editable=False)
+    actor = models.CharField(max_length=255, editable=False)
+    kind = models.CharField(max_length=64, editable=False)
+    object_type = models.CharField(max_length=64, blank=True, default="", editable=False)
+    object_id = models.CharField(max_length=64, blank=True, default="", editable=False)
+    summary = models.CharField(max_length=500, blank=True, default="", editable=False)
+    before = models.JSONField(null=True, blank=True, editable=False)
+    after = models.JSONField(null=True, blank=True, editable=False)
+    detail = models.JSONField(default=dict, blank=True, editable=False)
+
+    class Meta:
+        db_table = "audit_event"
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["at"], name="ix_audit_at"),
+            models.Index(fields=["actor", "-id"], name="ix_audit_actor"),
+            models.Index(fields=["kind", "-id"], name="ix_audit_kind"),
+            models.Index(fields=["object_type", "object_id"], name="ix_audit_object"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.kind} {self.object_id}".rstrip()
