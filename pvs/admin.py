@@ -90,7 +90,7 @@ class PVAdmin(admin.ModelAdmin):
         "completion_timeout",
         "tag_list",
     )
-    list_filter = ("read_only", "restore_stage", TagGroupFilter, TagFilter)
+    list_filter = ("read_only", TagGroupFilter, TagFilter)
     search_fields = (
         "setpoint_address",
         "readback_address",

@@ -22,6 +22,7 @@ from django.utils import timezone
 from monitor.bridge import Bridge
 from snapshots.capture import ProgressFn
 from snapshots.models import Outcome, PlanAction, Restore
+from snapshots.restore.background import Recorder
 from snapshots.restore.claims import claims_release
 from snapshots.restore.plan import (
     PlanRow,
@@ -70,8 +71,8 @@ def restore_execute(*, restore: Restore, progress: ProgressFn) -> Restore:
     One Channel Access client serves the whole restore: the channels it reads for the plan
     and the safety snapshot are the ones it then writes and reads back.
     """
-    with Bridge() as ca:
-        return _execute(restore=restore, progress=progress, ca=ca)
+    with Bridge() as ca, Recorder() as recorder:
+        return _execute(restore=restore, progress=progress, ca=ca, recorder=recorder)
 
 
 @dataclass(slots=True)
@@ -81,15 +82,16 @@ class _Run:
     restore: Restore
     progress: ProgressFn
     ca: Bridge
+    recorder: Recorder
     clock: Clock
     timeout: float
     times: dict[int, dict[str, str]] = field(default_factory=dict)  # stage -> start, end
 
 
-def _execute(*, restore: Restore, progress: ProgressFn, ca: Bridge) -> Restore:
+def _execute(*, restore: Restore, progress: ProgressFn, ca: Bridge, recorder: Recorder) -> Restore:
     """The phases in order: plan (or load the stored plan), record the skipped items, safety
     snapshot, then write, verify and record a chunk at a time, and finish."""
-    run = _Run(restore, progress, ca, Clock(), settings.EPICS_TIMEOUT)
+    run = _Run(restore, progress, ca, recorder, Clock(), settings.EPICS_TIMEOUT)
     captured: dict[str, Any] | None = None
     if restore.plan_id is None:
         items, captured = _plan_phase(run)
@@ -166,19 +168,13 @@ def _chunks(items: list[Item]) -> list[tuple[list[Item], float]]:
 
 def _not_attempted_record(run: _Run, items: list[Item], failed_stage: int) -> None:
     """stopOnFailure: a later stage's items, recorded not-attempted, never written."""
-    with transaction.atomic():
-        outcomes_write(
-            run.restore.pk,
-            (
-                Result(
-                    item=i,
-                    outcome=Outcome.NOT_ATTEMPTED,
-                    error=f"not written: stage {failed_stage} had a failure and the restore "
-                    "asked to stop on failure",
-                )
-                for i in items
-            ),
-        )
+    error = f"not written: stage {failed_stage} had a failure and the restore asked to stop on "
+    error += "failure"
+    run.recorder.submit(
+        outcomes_write,
+        run.restore.pk,
+        [Result(item=i, outcome=Outcome.NOT_ATTEMPTED, error=error) for i in items],
+    )
 
 
 def _plan_phase(run: _Run) -> tuple[list[Item], dict[str, Any]]:
@@ -206,6 +202,7 @@ def _plan_phase(run: _Run) -> tuple[list[Item], dict[str, Any]]:
         created_by=restore.created_by,
         elapsed=time.monotonic() - started,
         permitted_tag_ids=restore.permitted_tag_ids,
+        defer=run.recorder.submit,
     )
     Restore.objects.filter(pk=restore.pk).update(plan=plan)
     restore.plan = plan
@@ -230,8 +227,8 @@ def _skipped_record_phase(run: _Run, items: list[Item]) -> list[Item]:
         for i in items
         if i.action != PlanAction.WRITE
     ]
-    with transaction.atomic():
-        outcomes_write(run.restore.pk, skipped)
+    if skipped:
+        run.recorder.submit(outcomes_write, run.restore.pk, skipped)
     run.clock.lap("record")
     return to_write
 
@@ -250,20 +247,20 @@ def _safety_phase(run: _Run, to_write: list[Item], captured: dict[str, Any] | No
     run.clock.lap("safety_snapshot")
     if not unreadable:
         return to_write
-    with transaction.atomic():
-        outcomes_write(
-            run.restore.pk,
-            (
-                Result(
-                    item=i,
-                    outcome=Outcome.TIMED_OUT,
-                    error="not written: its current value could not be read for the "
-                    "safety snapshot (IOC not answering?)",
-                )
-                for i in to_write
-                if i.id in unreadable
-            ),
-        )
+    run.recorder.submit(
+        outcomes_write,
+        run.restore.pk,
+        [
+            Result(
+                item=i,
+                outcome=Outcome.TIMED_OUT,
+                error="not written: its current value could not be read for the "
+                "safety snapshot (IOC not answering?)",
+            )
+            for i in to_write
+            if i.id in unreadable
+        ],
+    )
     return [i for i in to_write if i.id not in unreadable]
 
 
@@ -274,15 +271,16 @@ def _chunk_write_phase(run: _Run, chunk: list[Item], *, attempted: int, timeout:
     results = verify_chunk(
         ca=run.ca, items=chunk, timeout=timeout, settle=settle_time(), clock=run.clock
     )
-    with transaction.atomic():
-        outcomes_write(run.restore.pk, results)
+    run.recorder.submit(outcomes_write, run.restore.pk, results)  # while the next chunk goes out
     run.clock.lap("record")
     return sum(r.outcome in FAILED_OUTCOMES for r in results)
 
 
 def _finish_phase(run: _Run) -> Restore:
     """Counts and timings onto the Restore row, completed, and its claims released (unless
-    the reaper failed it meanwhile)."""
+    the reaper failed it meanwhile), once every record is written."""
+    run.recorder.drain()
+    run.clock.lap("record_wait")
     with transaction.atomic():
         locked = Restore.objects.select_for_update().get(pk=run.restore.pk)
         if locked.status != Restore.Status.RUNNING:

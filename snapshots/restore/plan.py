@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,6 +242,10 @@ _ITEM_COLUMNS = (
 )
 
 
+def _now(fn: Callable[..., None], *args: Any) -> None:
+    fn(*args)
+
+
 def plan_stages(rows: Iterable[PlanRow]) -> list[dict[str, int]]:
     """Per restore stage, ascending: how many items and how many of them are written."""
     stages: dict[int, dict[str, int]] = {}
@@ -262,9 +266,12 @@ def plan_store(
     needs_approval: bool = False,
     permitted_tag_ids: Sequence[uuid.UUID] | None = None,
     actor: str | None = None,
+    defer: Callable[..., None] | None = None,
 ) -> RestorePlan:
     """Save a plan and its items (COPY) in one transaction; audited when ``actor`` is given
-    (a plan asked for through the API, not the one a plain restore makes for itself)."""
+    (a plan asked for through the API, not the one a plain restore makes for itself).
+    ``defer`` (a restore's ``Recorder.submit``): the items' COPY is handed to it instead, to
+    run while the restore goes on (their ids are drawn here, first)."""
     selected = selection.to_json()
     with transaction.atomic():
         plan = RestorePlan(
@@ -302,7 +309,8 @@ def plan_store(
             )
             for row, (item_id,) in zip(rows, cursor.fetchall(), strict=True):
                 row.id = item_id
-        copy_rows(
+        (defer or _now)(
+            copy_rows,
             RestorePlanItem._meta.db_table,
             _ITEM_COLUMNS,
             (

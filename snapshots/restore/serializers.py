@@ -61,7 +61,7 @@ STOP_HELP = (
 APPROVAL_CHOICES = ["not-required", "awaiting-approval", "approved"]
 
 
-class RestoreRequestSerializer(RestoreSelectionSerializer):
+class RestoreOptionsSerializer(RestoreSelectionSerializer):
     """A restore: which PVs, and whether to stop after a stage with a failure."""
 
     stopOnFailure = serializers.BooleanField(required=False, default=False, help_text=STOP_HELP)

@@ -38,10 +38,10 @@ from snapshots.restore.serializers import (
     RestoreDetailOutSerializer,
     RestoreExecuteSerializer,
     RestoreJobCreatedOutSerializer,
+    RestoreOptionsSerializer,
     RestoreOutSerializer,
     RestorePlanDetailOutSerializer,
     RestorePlanOutSerializer,
-    RestoreRequestSerializer,
     RestoreResultOutSerializer,
     RestoreSelectionSerializer,
     job_created_dto,
@@ -170,7 +170,7 @@ class SnapshotRestoreView(APIView):
     required_scope = "restore"
 
     @extend_schema(
-        request=RestoreRequestSerializer,
+        request=RestoreOptionsSerializer,
         parameters=[ASYNC, IDEMPOTENCY_KEY],
         responses=PolymorphicProxySerializer(
             component_name="RestoreRequestResult",

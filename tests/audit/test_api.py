@@ -5,6 +5,7 @@ import), API keys, restore plans, approvals and restore requests, each with its 
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,7 @@ def test_admin_edits_are_recorded_as_the_staff_user():
         f"/admin/pvs/pv/{pv.pk}/change/",
         {
             "setpoint_address": "AD:SP",
+            "description": "moved",
             "abs_tolerance": "0.5",
             "rel_tolerance": "0",
             "restore_stage": "4",
@@ -264,3 +266,57 @@ def test_import_reads_and_export_writes_stage_columns(tmp_path):
     bad.write_text("Setpoint,RestoreStage\nCS:C,-1\n")
     with pytest.raises(Exception, match="line 2, column 2 \\(RestoreStage\\)"):
         call_command("import_pvs", str(bad), "--no-progress")
+
+
+def test_pv_restore_stage_and_timeout_through_the_api(write_client):
+    pv = payload(
+        write_client.post(
+            "/v1/pvs",
+            {"setpointAddress": "ST:A", "restoreStage": 3, "completionTimeout": 90},
+            format="json",
+        )
+    )
+    assert (pv["restoreStage"], pv["completionTimeout"]) == (3, 90.0)
+    plain = payload(write_client.post("/v1/pvs", {"setpointAddress": "ST:B"}, format="json"))
+    assert (plain["restoreStage"], plain["completionTimeout"]) == (0, None)
+    changed = payload(write_client.put(f"/v1/pvs/{pv['id']}", {"restoreStage": 1}, format="json"))
+    assert (changed["restoreStage"], changed["completionTimeout"]) == (1, 90.0)  # null: unchanged
+    reset = payload(
+        write_client.put(f"/v1/pvs/{pv['id']}", {"completionTimeout": 0}, format="json")
+    )
+    assert reset["completionTimeout"] is None  # 0: back to the default
+    bad = (({"restoreStage": -1}, "restoreStage"), ({"completionTimeout": -2}, "completionTimeout"))
+    for body, field in bad:
+        response = write_client.put(f"/v1/pvs/{pv['id']}", body, format="json")
+        error(response, 422)
+        assert response.json()["errors"][0]["loc"] == ["body", field]
+
+
+def test_restore_policy_of_a_tag(write_client):
+    group = TagGroup.objects.create(name="Sys")
+    rf = Tag.objects.create(group=group, name="RF")
+    other = Tag.objects.create(group=group, name="X")
+    a = PV.objects.create(setpoint_address="RP:A")
+    b = PV.objects.create(setpoint_address="RP:B", restore_stage=2)
+    c = PV.objects.create(setpoint_address="RP:C")
+    a.tags.add(rf)
+    b.tags.add(rf)
+    c.tags.add(other)
+    url = "/v1/pvs/restore-policy"
+    body = {"tagId": str(rf.pk), "restoreStage": 2, "completionTimeout": 600}
+    answer = payload(write_client.put(url, body, format="json"))
+    assert answer == {"tagId": str(rf.pk), "updated": 2}
+    assert payload(write_client.put(url, body, format="json"))["updated"] == 0  # already so
+    pvs = PV.objects.order_by("setpoint_address")
+    assert [(p.restore_stage, p.completion_timeout) for p in pvs] == [
+        (2, 600.0),
+        (2, 600.0),
+        (0, None),
+    ]
+    unknown = {"tagId": str(uuid.uuid4()), "restoreStage": 1}
+    error(write_client.put(url, unknown, format="json"), 404)
+    error(write_client.put(url, {"tagId": str(rf.pk)}, format="json"), 422)
+    error(write_client.put(url, {"tagId": "nope", "restoreStage": 1}, format="json"), 422)
+    error(write_client.put(url, {"tagId": str(rf.pk), "restoreStage": -1}, format="json"), 422)
+    read_only = keyed("reader2", read=True, write=False)
+    error(read_only.put(url, body, format="json"), 401)
