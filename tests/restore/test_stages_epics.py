@@ -6,6 +6,8 @@ write, read with caproto's own synchronous client (never through our code).
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from caproto import ChannelType
 
@@ -15,6 +17,7 @@ from pvs.models import PV
 from snapshots.models import Restore
 from squirrel.models import AuditEvent
 from tests.conftest import payload
+from tests.epics import SoftIoc
 from tests.restore.conftest import SimIOC, Worker, ca_read, snapshot_make, worker_env
 from tests.restore.test_epics import COUNT, _prefix, catalog, detail, outcomes, sp, wait_job
 
@@ -116,3 +119,36 @@ def test_stop_on_failure_leaves_later_stages_not_attempted(iocs, workers, write_
     job = wait_job(body["jobId"])
     got = outcomes(body["restoreId"])
     assert got[sp(up, 9)] == got[sp(up, 10)] == "verified"
+
+
+# Two setpoints whose puts complete 3 s after the IOC takes them (a calcout's output delay).
+SLOW_RECORDS = "\n".join(
+    f'record(ao, "$(P){n}") {{ field(VAL, "0") field(FLNK, "$(P){n}:DLY") }}\n'
+    f'record(calcout, "$(P){n}:DLY") {{ field(CALC, "A") field(INPA, "$(P){n}") '
+    f'field(ODLY, "3") field(OUT, "$(P){n}:RB PP") }}\n'
+    f'record(ai, "$(P){n}:RB") {{ }}'
+    for n in ("WAITED", "DEFAULT")
+)
+
+
+def test_a_pv_completion_timeout_is_how_long_its_put_is_waited_for(
+    tmp_path, monkeypatch, workers, write_client
+):
+    ioc = SoftIoc(tmp_path, f"C{uuid.uuid4().hex[:5].upper()}:", extra=SLOW_RECORDS)
+    for key, value in ioc.env().items():
+        monkeypatch.setenv(key, value)
+    ioc.start()
+    try:
+        waited = PV.objects.create(setpoint_address=ioc.name("WAITED"), completion_timeout=8.0)
+        default = PV.objects.create(setpoint_address=ioc.name("DEFAULT"))
+        snap = snapshot_make([(waited, 5.0), (default, 6.0)])
+        # The default (SQUIRREL_EPICS_TIMEOUT) is shorter than the IOC's 3 s completion.
+        workers.append(Worker(worker_env(SQUIRREL_EPICS_TIMEOUT="1")).start())
+        body = payload(write_client.post(f"/v1/snapshots/{snap.pk}/restore", {}, format="json"))
+        job = wait_job(body["jobId"], timeout=60)
+    finally:
+        ioc.kill()
+    assert job.status == Job.Status.COMPLETED, (job.error, workers[0].output()[-3000:])
+    got = outcomes(body["restoreId"])
+    assert got[ioc.name("WAITED")] == "verified"  # its put was waited for until it completed
+    assert got[ioc.name("DEFAULT")] == "write-unknown"  # sent, not complete within 1 s
