@@ -93,7 +93,10 @@ def fastapi_import(
             if report.conflicts:
                 return result
         if not dry_run:
-            result.mismatches = verify(source=source, phases=phases, sample=sample)
+            differing = {i for r in result.reports for i in r.differing_ids}
+            result.mismatches = verify(
+                source=source, phases=phases, sample=sample, differing=differing
+            )
     return result
 
 

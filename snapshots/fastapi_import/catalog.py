@@ -184,6 +184,7 @@ def _pvs(source: Source, report: PhaseReport, update: bool, progress: Progress |
                 link_count.unchanged += len(tags)
             elif not update:
                 count.differing += 1
+                report.differing_ids.add(pid)
                 link_count.unchanged += len(tags & have)
                 link_count.differing += len(tags - have)
             else:

@@ -102,6 +102,10 @@ def snapshots_import(
             Snapshot.objects.filter(pk=sid).update(failed_count=failed)
 
 
+def _meta(entry: Entry | None) -> Any:
+    return meta_key(entry) if entry is not None else None
+
+
 _COPY_SQL = f"COPY snapshot_value ({', '.join(COPY_COLUMNS)}) FROM STDIN"
 
 
@@ -150,7 +154,10 @@ class _ValueWriter:
         keys: list[tuple[Any, Any]] = []
         missing: set[Any] = set()
         for _, sp, rb in chunk:
-            pair = (meta_key(sp) if sp is not None else None, meta_key(rb) if rb is not None else None)
+            pair = (
+                meta_key(sp) if sp is not None else None,
+                meta_key(rb) if rb is not None else None,
+            )
             keys.append(pair)
             missing.update(k for k in pair if k not in self.metas)
         if missing:

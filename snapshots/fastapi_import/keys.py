@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import re
 
-from squirrel import audit
-from squirrel.models import ApiKey
 from snapshots.fastapi_import.report import PhaseReport
 from snapshots.fastapi_import.source import Source
 from snapshots.fastapi_import.target import copy_rows, update_rows
+from squirrel import audit
+from squirrel.models import ApiKey
 
 _HASH = re.compile(r"[0-9a-f]{64}")
 FIELDS = ("app_name", "is_active", "read_access", "write_access")
@@ -53,12 +53,10 @@ def keys_import(*, source: Source, report: PhaseReport, update: bool) -> None:
             report.conflicts.append(f"{label}: its token belongs here to another key, {holder}")
             continue
         name_holder = active.get(name)
-        if is_active and name_holder is not None and name_holder != kid:
-            if kid not in ours or update:
-                report.conflicts.append(
-                    f"{label}: the name is taken here by the active key {name_holder}"
-                )
-                continue
+        taken = is_active and name_holder is not None and name_holder != kid
+        if taken and (kid not in ours or update):
+            report.conflicts.append(f"{label}: the name is taken here by active key {name_holder}")
+            continue
         fields = (name, is_active, read, write)
         if kid not in ours:
             count.created += 1

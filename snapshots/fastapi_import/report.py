@@ -38,6 +38,7 @@ class PhaseReport:
     tables: dict[str, TableCount] = field(default_factory=dict)
     conflicts: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    differing_ids: set[object] = field(default_factory=set)  # left alone: verify skips them
 
     def table(self, name: str) -> TableCount:
         return self.tables.setdefault(name, TableCount())

@@ -135,7 +135,7 @@ def entry_from_json(text: str | bytes | None) -> Entry | None:
     }
     for key in ("units", "precision", "upper_ctrl_limit", "lower_ctrl_limit"):
         if data.get(key) is not None:
-            entry[key] = data[key]  # type: ignore[literal-required]
+            entry[key] = data[key]
     strs = data.get("enum_strs")
     if isinstance(strs, list) and strs:
         entry["enum_strs"] = [str(s) for s in strs]
