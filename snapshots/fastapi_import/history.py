@@ -19,14 +19,16 @@ value, written through our one column codec (``snapshots.codec``) with COPY.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from contextlib import ExitStack
 from typing import Any
 
 from django.db import connection
+from psycopg.copy import QueuedLibpqWriter
 
-from monitor.values import Entry
 from snapshots.codec import meta_key, side_row
 from snapshots.fastapi_import.report import PhaseReport, Progress
-from snapshots.fastapi_import.source import Source, SourceValue, entry_from_json
+from snapshots.fastapi_import.source import Source, SourceValue, entry_from_json, has_meta
 from snapshots.fastapi_import.target import copy_rows, update_rows
 from snapshots.models import Snapshot, ValueSource
 from snapshots.storage import COPY_COLUMNS, meta_ids
@@ -87,23 +89,21 @@ def snapshots_import(
     update_rows("snapshot", "id", ("title", "description", "created_by"), changes, stamp=True)
     if not new:
         return
-    writer = _ValueWriter(total=sum(r[-1] for r in new), progress=progress)
-    for sid, title, description, author, created, updated, n in new:
-        copy_rows(
-            "snapshot",
-            SNAPSHOT_COLUMNS,
-            [(sid, title, description, author, Snapshot.Kind.SNAPSHOT, n, 0, 0, 0, 0, created,
-              updated)],
-        )  # fmt: skip
-        written, failed = writer.write(str(sid), source.values(str(sid)))
-        value_count.created += written
-        if failed:
-            # (QuerySet.update leaves updated_at as the source had it)
-            Snapshot.objects.filter(pk=sid).update(failed_count=failed)
-
-
-def _meta(entry: Entry | None) -> Any:
-    return meta_key(entry) if entry is not None else None
+    copy_rows(
+        "snapshot",
+        SNAPSHOT_COLUMNS,
+        [(sid, title, description, author, Snapshot.Kind.SNAPSHOT, n, 0, 0, 0, 0, created, updated)
+         for sid, title, description, author, created, updated, n in new],
+    )  # fmt: skip
+    failures = []
+    with _ValueWriter(source=source, total=sum(r[-1] for r in new), progress=progress) as writer:
+        for row in new:
+            sid = str(row[0])
+            written, failed = writer.write(sid, source.values(sid))
+            value_count.created += written
+            if failed:
+                failures.append((sid, failed))
+    update_rows("snapshot", "id", ("failed_count",), failures, stamp=False)
 
 
 _COPY_SQL = f"COPY snapshot_value ({', '.join(COPY_COLUMNS)}) FROM STDIN"
@@ -112,73 +112,104 @@ _COPY_SQL = f"COPY snapshot_value ({', '.join(COPY_COLUMNS)}) FROM STDIN"
 class _ValueWriter:
     """Streams source values into ``snapshot_value``, a bounded chunk at a time."""
 
-    def __init__(self, *, total: int, progress: Progress | None) -> None:
+    def __init__(self, *, source: Source, total: int, progress: Progress | None) -> None:
         with connection.cursor() as cursor:
             cursor.execute("LOCK TABLE pv IN SHARE MODE")
             cursor.execute("SELECT id::text FROM pv")
             self.pv_ids = {r[0] for r in cursor.fetchall()}
+        self.addresses = source.addresses()
         self.metas: dict[Any, int | None] = {None: None}
         self.total = total
         self.done = 0
         self.progress = progress
+        # ONE COPY for every snapshot's values: the server parses rows while this process
+        # encodes the next ones, never idle between snapshots.
+        self.copy = _Copy()
 
-    def write(self, snapshot_id: str, values: Any) -> tuple[int, int]:
-        """Write every value of one snapshot; (rows written, rows without any value)."""
+    def __enter__(self) -> _ValueWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.copy.end(*exc)
+
+    def write(self, snapshot_id: str, chunks: Iterable[list[SourceValue]]) -> tuple[int, int]:
+        """Write every value of one snapshot; (rows written, rows without any value).
+
+        The rows go into the writer's one COPY, sent by psycopg's writer thread while this
+        one encodes; it is ended and reopened only when a value brings display metadata not
+        yet in ``value_meta`` (its id must be known before the row is sent), rare after the
+        first rows.
+        """
         written = failed = 0
-        chunk: list[tuple[SourceValue, Entry | None, Entry | None]] = []
-        size = 0
-        for v in values:
-            sp = entry_from_json(v.setpoint)
-            rb = entry_from_json(v.readback)
-            if sp is not None:
-                if sp.get("status") is None:
-                    sp["status"] = v.status
-                if sp.get("severity") is None:
-                    sp["severity"] = v.severity
-                if sp.get("timestamp") is None:
-                    sp["timestamp"] = v.timestamp
-            if (sp is None or sp.get("value") is None) and (rb is None or rb.get("value") is None):
-                failed += 1
-            chunk.append((v, sp, rb))
-            size += len(v.setpoint or "") + len(v.readback or "")
-            if len(chunk) >= CHUNK_ROWS or size >= CHUNK_BYTES:
-                written += self._flush(snapshot_id, chunk)
-                chunk, size = [], 0
-        if chunk:
-            written += self._flush(snapshot_id, chunk)
-        return written, failed
-
-    def _flush(
-        self, snapshot_id: str, chunk: list[tuple[SourceValue, Entry | None, Entry | None]]
-    ) -> int:
-        keys: list[tuple[Any, Any]] = []
-        missing: set[Any] = set()
-        for _, sp, rb in chunk:
-            pair = (
-                meta_key(sp) if sp is not None else None,
-                meta_key(rb) if rb is not None else None,
-            )
-            keys.append(pair)
-            missing.update(k for k in pair if k not in self.metas)
-        if missing:
-            self.metas.update(meta_ids(missing))
-        metas = self.metas
+        addresses = self.addresses
         pv_ids = self.pv_ids
-        with connection.cursor() as cursor, cursor.cursor.copy(_COPY_SQL) as copy:
-            write = copy.write_row
-            for (v, sp, rb), (sp_key, rb_key) in zip(chunk, keys, strict=True):
-                write(
+        metas = self.metas
+        no_address = (None, None)
+        copy = self.copy
+        for chunk in chunks:
+            for pv_id, name, sp_json, rb_json, status, severity, ts in chunk:
+                rb = entry_from_json(rb_json)
+                # Often the same JSON text (its cache saved one value for both sides).
+                sp = (
+                    rb.copy() if rb is not None and sp_json == rb_json else entry_from_json(sp_json)
+                )
+                if sp is not None:
+                    if sp["status"] is None:
+                        sp["status"] = status
+                    if sp["severity"] is None:
+                        sp["severity"] = severity
+                    if sp["timestamp"] is None:
+                        sp["timestamp"] = ts
+                    if sp["value"] is None and (rb is None or rb.get("value") is None):
+                        failed += 1
+                elif rb is None or rb.get("value") is None:
+                    failed += 1
+                sp_key = meta_key(sp) if has_meta(sp) else None  # type: ignore[arg-type]
+                rb_key = meta_key(rb) if has_meta(rb) else None  # type: ignore[arg-type]
+                if sp_key not in metas or rb_key not in metas:
+                    copy.end()
+                    metas.update(
+                        meta_ids(k for k in (sp_key, rb_key) if k is not None and k not in metas)
+                    )
+                sp_address, rb_address = addresses.get(pv_id, no_address)
+                copy.row(
                     (
                         snapshot_id,
-                        v.pv_id if v.pv_id in pv_ids else None,
-                        v.pv_name,
-                        v.setpoint_address,
-                        v.readback_address,
+                        pv_id if pv_id in pv_ids else None,
+                        name,
+                        sp_address,
+                        rb_address,
                         *side_row(sp, IMPORTED, None, metas[sp_key]),
                         *side_row(rb, IMPORTED, None, metas[rb_key]),
                     )
                 )
-        self.done += len(chunk)
-        if self.progress is not None:
-            self.progress("values", self.done, self.total)
-        return len(chunk)
+            written += len(chunk)
+            self.done += len(chunk)
+            if self.progress is not None:
+                self.progress("values", self.done, self.total)
+        return written, failed
+
+
+class _Copy:
+    """A COPY into ``snapshot_value`` opened on the first row and ended on demand."""
+
+    def __init__(self) -> None:
+        self._stack: ExitStack | None = None
+        self._write: Any = None
+
+    def row(self, row: tuple[Any, ...]) -> None:
+        if self._write is None:
+            self._stack = ExitStack()
+            cursor = self._stack.enter_context(connection.cursor()).cursor
+            copy = self._stack.enter_context(
+                cursor.copy(_COPY_SQL, writer=QueuedLibpqWriter(cursor))
+            )
+            self._write = copy.write_row
+        self._write(row)
+
+    def end(self, *exc: Any) -> None:
+        """Finish the COPY (waits for the server), so the connection can run other queries;
+        with an exception (``__exit__``'s arguments), abort it."""
+        if self._stack is not None:
+            stack, self._stack, self._write = self._stack, None, None
+            stack.__exit__(*(exc or (None, None, None)))

@@ -75,6 +75,7 @@ def summary_lines(reports: list[PhaseReport]) -> list[str]:
                 f"{report.name:<10} {name:<16} {t.read:>9} {t.created:>9} {t.updated:>9} "
                 f"{t.skipped:>9}"
             )
+    lines.append("seconds: " + ", ".join(f"{r.name} {r.seconds:.1f}" for r in reports))
     differing = [
         f"{t.differing} {name}" for r in reports for name, t in r.tables.items() if t.differing
     ]
