@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from snapshots.codec import meta_key
+from snapshots.codec import KIND_FLOAT, QUALITIES, meta_key, side_from_columns
 from snapshots.fastapi_import.source import (
     _ahead,
     entry_from_json,
@@ -17,6 +17,7 @@ from snapshots.fastapi_import.source import (
     raw_value,
     unwrap,
 )
+from snapshots.models import ValueSource
 
 OBJECT = {"units": None, "value": 26.58, "status": 0, "severity": 0, "precision": None,
           "timestamp": "2026-12-03T08:08:33.263515"}  # fmt: skip
@@ -107,3 +108,9 @@ def test_read_ahead_raises_the_producers_error():
 
     with pytest.raises(RuntimeError, match="source gone"):
         list(_ahead(chunks()))
+
+
+def test_an_imported_side_has_its_own_quality():
+    imported = side_from_columns(KIND_FLOAT, 1.5, None, None, ValueSource.IMPORTED, None, None)
+    assert imported is not None and imported.quality == "imported" and imported.wire == 1.5
+    assert "imported" in QUALITIES  # the compare filter accepts it
