@@ -322,3 +322,31 @@ def test_the_frontend_pages_of_a_migrated_snapshot_answer(src, source_dsn):
     page = payload(api.get("/v1/pvs/paged?pageSize=1000"))
     assert page["totalCount"] == 1595
     error(api.get("/v1/snapshots/00000000-0000-0000-0000-000000000000"), 404)
+
+
+@pytest.mark.django_db
+def test_update_refreshes_a_renamed_snapshot_and_a_deactivated_key(source_dsn):
+    _run(source_dsn, "--only", "snapshots,keys")
+    snapshot = Snapshot.objects.get(title="Fixture direct snapshot")
+    Snapshot.objects.filter(pk=snapshot.pk).update(title="renamed here")
+    ApiKey.objects.filter(app_name="fixture-rw").update(is_active=False)
+    out, _ = _run(source_dsn, "--only", "snapshots,keys")
+    assert "(--update refreshes them): 1 snapshot, 1 api_key" in out
+    assert Snapshot.objects.get(pk=snapshot.pk).title == "renamed here"
+    values = SnapshotValue.objects.count()
+    _run(source_dsn, "--only", "snapshots,keys", "--update")
+    assert Snapshot.objects.get(pk=snapshot.pk).title == "Fixture direct snapshot"
+    assert ApiKey.objects.get(app_name="fixture-rw").is_active
+    assert SnapshotValue.objects.count() == values  # values are never rewritten
+
+
+@pytest.mark.django_db
+def test_a_snapshot_here_with_another_value_count_is_a_conflict(source_dsn):
+    _run(source_dsn, "--only", "snapshots")
+    snapshot = Snapshot.objects.get(title="Fixture cache snapshot")
+    Snapshot.objects.filter(pk=snapshot.pk).update(pv_count=7)
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="phase snapshots: 1 conflicts"):
+        call_command("import_fastapi_squirrel", "--dsn", source_dsn, "--only", "snapshots",
+                     "--no-progress", stdout=io.StringIO(), stderr=err)  # fmt: skip
+    assert f"({snapshot.pk}): exists here with 7 values, the source holds 1595" in err.getvalue()

@@ -56,7 +56,8 @@ class Command(BaseCommand):
         started = time.monotonic()
 
         def on_phase(name: str) -> None:
-            progress.end() if progress.last else None
+            if progress.last:  # a bar of the phase before is on screen: end its line
+                progress.end()
             progress.last = 0.0
             self.stdout.write(f"phase {name} ...")
 
