@@ -61,6 +61,7 @@ KIND_FLOAT_ARRAY, KIND_INT_ARRAY, KIND_STRING_ARRAY = (
     int(ValueKind.STRING_ARRAY),
 )
 _DIRECT = int(ValueSource.DIRECT)
+_IMPORTED = int(ValueSource.IMPORTED)
 _NUMERIC_ARRAYS = (KIND_FLOAT_ARRAY, KIND_INT_ARRAY)
 SOURCE_NAMES = {
     int(ValueSource.CACHE): "cache",
@@ -323,7 +324,8 @@ QUALITY_LIVE = "live"  # from the cache, fresh and connected
 QUALITY_REREAD = "reread"  # read directly over Channel Access
 QUALITY_STALE = "stale"  # a value kept although it may be old (read failed, or disconnected)
 QUALITY_FAILED = "failed"  # no value at all
-QUALITIES = (QUALITY_LIVE, QUALITY_REREAD, QUALITY_STALE, QUALITY_FAILED)
+QUALITY_IMPORTED = "imported"  # from another Squirrel's database, never read here
+QUALITIES = (QUALITY_LIVE, QUALITY_REREAD, QUALITY_STALE, QUALITY_FAILED, QUALITY_IMPORTED)
 
 
 @dataclass(slots=True)
@@ -349,7 +351,8 @@ def side_from_columns(
 
     Quality: ``failed`` without a value (a NaN/Inf value read fine is not a failure),
     ``stale`` when a value was kept although the PV was disconnected or its re-read failed,
-    else ``reread`` (direct) or ``live`` (cache).
+    else ``reread`` (direct), ``imported`` (from another Squirrel's database) or ``live``
+    (cache).
     """
     if kind is None and source is None and error is None:
         return None
@@ -375,6 +378,8 @@ def side_from_columns(
         quality = QUALITY_STALE
     elif source == _DIRECT:
         quality = QUALITY_REREAD
+    elif source == _IMPORTED:
+        quality = QUALITY_IMPORTED
     else:
         quality = QUALITY_LIVE
     return Side(wire, comparable, label, quality)

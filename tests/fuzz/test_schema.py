@@ -89,6 +89,7 @@ def test_capture_routes_document_their_inputs(openapi):
         "reread",
         "stale",
         "failed",
+        "imported",
     }
 
 
