@@ -25,7 +25,11 @@ from snapshots.fastapi_import.source import Source
 from snapshots.fastapi_import.target import copy_rows, update_rows
 from tags.models import Tag, TagGroup
 
-PV_FIELDS = PV_COLUMNS[3:]  # setpoint .. read_only: what is compared and refreshed
+# setpoint .. read_only: what the FastAPI Squirrel has, and what is compared and refreshed
+PV_FIELDS = PV_COLUMNS[3 : PV_COLUMNS.index("read_only") + 1]
+# ours only (restore policy, issue 18): a new PV takes the defaults, an updated one keeps its own
+PV_DEFAULTS = (0, None)
+assert PV_COLUMNS[len(PV_FIELDS) + 3 :] == ("restore_stage", "completion_timeout")
 _PV_SQL = f"SELECT id, created_at, updated_at, {', '.join(PV_FIELDS)} FROM pv ORDER BY id"
 
 
@@ -175,7 +179,7 @@ def _pvs(source: Source, report: PhaseReport, update: bool, progress: Progress |
         elif pid not in ours:
             count.created += 1
             link_count.created += len(tags)
-            plan.create.append((pid, created, updated, *fields))
+            plan.create.append((pid, created, updated, *fields, *PV_DEFAULTS))
             plan.links.extend((pid, t) for t in tags)
         else:
             have = our_links.get(pid, set())

@@ -5,7 +5,9 @@ Both backends store a token as the SHA-256 hex digest of its text (``squirrel.mo
 hash_token``; the FastAPI Squirrel's ``api_key.token_hash``), so the hash moves as it is. The
 FastAPI Squirrel has no admin scope: imported keys have none (the first admin key comes from
 ``manage.py create_api_key NAME --read --admin``). ``created_by`` names the operator who ran the
-import (``cli:<login>``).
+import (``cli:<login>``). The FastAPI Squirrel's write scope also wrote the machine (restores);
+ours keeps that apart as the restore scope, so an imported write key gets restore too and its
+scripts go on restoring (``restore_access`` follows ``write_access``, ``--update`` included).
 
 Conflicts, reported by key (the phase then writes nothing): the token's hash held here by
 another key; an active key's name held here by another active key (names of active keys are
@@ -23,7 +25,7 @@ from squirrel import audit
 from squirrel.models import ApiKey
 
 _HASH = re.compile(r"[0-9a-f]{64}")
-FIELDS = ("app_name", "is_active", "read_access", "write_access")
+FIELDS = ("app_name", "is_active", "read_access", "write_access", "restore_access")
 COLUMNS = ("id", "token_hash", *FIELDS, "admin_access", "created_by", "created_at", "updated_at")
 
 
@@ -57,7 +59,7 @@ def keys_import(*, source: Source, report: PhaseReport, update: bool) -> None:
         if taken and (kid not in ours or update):
             report.conflicts.append(f"{label}: the name is taken here by active key {name_holder}")
             continue
-        fields = (name, is_active, read, write)
+        fields = (name, is_active, read, write, write)  # restore follows write (docstring)
         if kid not in ours:
             count.created += 1
             create.append((kid, token_hash, *fields, False, operator, created, updated))
