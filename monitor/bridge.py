@@ -6,9 +6,12 @@ web views (snapshot capture, restore, the EPICS test route).
    serve the next (a restore connects its 90K channels once: ``preconnect``, then write, then
    read back).
 2. **The protocol of an address is decided in one function**, ``protocol_of``: ``pva://`` is
-   pvAccess, ``ca://`` or no prefix is Channel Access. Each protocol's client is made by a
-   factory in ``CLIENTS``; a protocol without one answers every address with an error entry
-   (today pvAccess: ``monitor.ca.UNSUPPORTED_PVA``), never an exception.
+   pvAccess (``monitor.pva.PVAClient``), ``ca://`` or no prefix is Channel Access
+   (``monitor.ca.CAClient``). Each protocol's client is made by a factory in ``CLIENTS``; a
+   protocol without one answers every address with an error entry, never an exception.
+   With ``settings.EPICS_UNPREFIXED_PVA_FALLBACK`` a bare name that no CA server answers is
+   tried over pvAccess (``fallback_name``), for reads and writes alike; its result is
+   reported under the bare name.
 3. **Circuit breakers by one rule**: every client the bridge makes consults and records the
    process-wide breakers (``CircuitBreakers.shared``): an IOC whose calls keep failing is
    refused at once (``circuit breaker open for IOC ...``) instead of costing every later call
@@ -31,8 +34,10 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
-from monitor.ca import UNSUPPORTED_PVA, CAClient
+from monitor import ca, pva
+from monitor.ca import CAClient
 from monitor.circuits import Breakers, CircuitBreakers, SuccessesOnly
+from monitor.pva import PVAClient
 from monitor.values import Entry
 
 WINDOW = 5000  # addresses per read window: measured as fast as one read_many of everything
@@ -43,6 +48,23 @@ CA, PVA = "ca", "pva"
 def protocol_of(address: str) -> str:
     """The protocol that serves ``address`` (module docstring, 2)."""
     return PVA if address.startswith("pva://") else CA
+
+
+def fallback_name(address: str) -> str | None:
+    """The pvAccess address to try when CA finds no server for ``address``: only bare names,
+    and only with ``settings.EPICS_UNPREFIXED_PVA_FALLBACK`` (module docstring, 2)."""
+    if not settings.EPICS_UNPREFIXED_PVA_FALLBACK or "://" in address:
+        return None
+    return "pva://" + address
+
+
+def _never_found(error: str | None) -> bool:
+    """A CA failure that says no server has the name (what the PVA fallback retries)."""
+    return error in (ca.NOT_CONNECTED, ca.TIMED_OUT)
+
+
+def _never_found_pva(error: str | None) -> bool:
+    return error == pva.NO_ANSWER
 
 
 class EpicsClient(Protocol):
@@ -63,9 +85,13 @@ def _ca_client(breakers: Breakers) -> EpicsClient:
     return CAClient(breakers=breakers)
 
 
-#: protocol -> factory of its client (module docstring, 2); the pvAccess issue adds PVA here.
-CLIENTS: dict[str, Callable[[Breakers], EpicsClient]] = {CA: _ca_client}
-UNSUPPORTED = {PVA: UNSUPPORTED_PVA}
+def _pva_client(breakers: Breakers) -> EpicsClient:
+    return PVAClient(breakers=breakers)
+
+
+#: protocol -> factory of its client (module docstring, 2).
+CLIENTS: dict[str, Callable[[Breakers], EpicsClient]] = {CA: _ca_client, PVA: _pva_client}
+UNSUPPORTED: dict[str, str] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +207,20 @@ class Bridge:
                 out.update(chunk)
                 if on_chunk is not None:
                     on_chunk(len(out), total)
+        retry = {
+            alias: name
+            for name, entry in out.items()
+            if not entry.get("connected")
+            and _never_found(entry.get("error"))
+            and (alias := fallback_name(name)) is not None
+        }
+        if retry:
+            client = self._client(PVA)
+            assert client is not None
+            for chunk in self._windows(client, list(retry), timeout):
+                for alias, entry in chunk.items():
+                    if entry.get("connected"):
+                        out[retry[alias]] = entry
         return out
 
     def _windows(self, client: EpicsClient, names: list[str], timeout: float) -> Any:
@@ -220,6 +260,23 @@ class Bridge:
                 continue
             raw = self._call(client.write_many({n: targets[n] for n in group}, timeout, wait))
             out.update({name: _put_result(raw.get(name)) for name in group})
+        retry = {
+            alias: name
+            for name, result in out.items()
+            if not result.ok
+            and not result.unknown
+            and _never_found(result.error)
+            and (alias := fallback_name(name)) is not None
+        }
+        if retry:
+            client = self._client(PVA)
+            assert client is not None
+            raw = self._call(client.write_many({a: targets[n] for a, n in retry.items()},
+                                               timeout, wait))  # fmt: skip
+            for alias, name in retry.items():
+                result = _put_result(raw.get(alias))
+                if result.ok or result.unknown or not _never_found_pva(result.error):
+                    out[name] = result
         return out
 
 
