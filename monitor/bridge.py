@@ -17,7 +17,12 @@ web views (snapshot capture, restore, the EPICS test route).
    refused at once (``circuit breaker open for IOC ...``) instead of costing every later call
    its timeout, for capture, restore and diagnostics alike. Only the diagnostic ``probe`` of
    one name does not count its failure (``circuits.SuccessesOnly``).
-4. Reads go in windows of at most ``WINDOW`` addresses (and never more than
+4. **The monitor's client** (``MonitorClient``) is one object over both protocols' clients with
+   ``CAClient``'s monitoring interface: addresses go to the client of their protocol (the
+   pvAccess one made only when a ``pva://`` address or the fallback needs it); with the
+   fallback on, a bare name that CA has not connected ``FALLBACK_AFTER`` seconds after it was
+   subscribed is subscribed over pvAccess too and its updates reported under the bare name.
+5. Reads go in windows of at most ``WINDOW`` addresses (and never more than
    ``settings.EPICS_CONCURRENCY`` in flight); ``on_chunk(done, total)`` runs on the CALLER's
    thread after each window, so progress written to the database uses the caller's connection.
 """
@@ -25,6 +30,7 @@ web views (snapshot capture, restore, the EPICS test route).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -40,6 +46,7 @@ from monitor.circuits import Breakers, CircuitBreakers, SuccessesOnly
 from monitor.pva import PVAClient
 from monitor.values import Entry
 
+FALLBACK_AFTER = 2.0  # s a bare name may search over CA before pvAccess is tried as well
 WINDOW = 5000  # addresses per read window: measured as fast as one read_many of everything
 
 CA, PVA = "ca", "pva"
@@ -224,7 +231,7 @@ class Bridge:
         return out
 
     def _windows(self, client: EpicsClient, names: list[str], timeout: float) -> Any:
-        """Each window's entries as it completes (module docstring, 4), read on the loop
+        """Each window's entries as it completes (module docstring, 5), read on the loop
         thread and handed to this one."""
         size = max(1, min(WINDOW, settings.EPICS_CONCURRENCY))
         results: queue.Queue = queue.Queue()
@@ -299,3 +306,122 @@ def write(targets: dict[str, Any], timeout: float, *, wait: bool = True) -> dict
     """``Bridge.write`` on a bridge of its own, closed after."""
     with Bridge() as bridge:
         return bridge.write(targets, timeout, wait=wait)
+
+
+class MonitorClient:
+    """Both protocols' clients as one, for the monitor (module docstring, 4)."""
+
+    def __init__(self) -> None:
+        self.on_update: Callable[[str, Entry], None] | None = None
+        self.on_connection: Callable[[str, bool], None] | None = None
+        self.ca = CAClient(on_update=self._ca_update, on_connection=self._ca_connection)
+        self.pva: PVAClient | None = None
+        self.aliases: dict[str, str] = {}  # pva:// alias -> bare name served through it
+        self.trying: dict[str, float] = {}  # bare name -> when subscribed, until CA connects
+        self.tasks: list[asyncio.Task] = []
+
+    async def __aenter__(self) -> MonitorClient:
+        await self.ca.start()
+        if settings.EPICS_UNPREFIXED_PVA_FALLBACK:
+            self.tasks.append(asyncio.create_task(self._fallback_loop(), name="pva-fallback"))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.ca.close()
+        if self.pva is not None:
+            await self.pva.close()
+
+    @property
+    def disconnects(self) -> int:
+        return self.ca.disconnects + (self.pva.disconnects if self.pva else 0)
+
+    @property
+    def failed_connects(self) -> int:
+        return self.ca.failed_connects + (self.pva.failed_connects if self.pva else 0)
+
+    def _pva_client(self) -> PVAClient:
+        if self.pva is None:
+            self.pva = PVAClient(on_update=self._pva_update, on_connection=self._pva_connection)
+            self.pva.start_now()
+        return self.pva
+
+    def subscribe(
+        self,
+        names: Sequence[str],
+        on_update: Callable[[str, Entry], None] | None = None,
+        on_connection: Callable[[str, bool], None] | None = None,
+    ) -> None:
+        if on_update is not None:
+            self.on_update = on_update
+        if on_connection is not None:
+            self.on_connection = on_connection
+        groups = _by_protocol(names)
+        if groups.get(CA):
+            self.ca.subscribe(groups[CA])
+            now = time.monotonic()
+            for name in groups[CA]:
+                if fallback_name(name) is not None:
+                    self.trying[name] = now
+        if groups.get(PVA):
+            self._pva_client().subscribe(groups[PVA])
+
+    def clear(self, names: Sequence[str]) -> None:
+        groups = _by_protocol(names)
+        self.ca.clear(groups.get(CA, []))
+        gone = list(groups.get(PVA, []))
+        for name in groups.get(CA, []):
+            self.trying.pop(name, None)
+            alias = fallback_name(name)
+            if alias is not None and self.aliases.pop(alias, None) is not None:
+                gone.append(alias)
+        if gone and self.pva is not None:
+            self.pva.clear(gone)
+
+    def is_connected(self, name: str) -> bool:
+        if protocol_of(name) == PVA:
+            return self.pva is not None and self.pva.is_connected(name)
+        if self.ca.is_connected(name):
+            return True
+        alias = fallback_name(name)
+        return alias in self.aliases and self.pva is not None and self.pva.is_connected(alias)
+
+    async def _fallback_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            limit = time.monotonic() - FALLBACK_AFTER
+            late = [n for n, since in self.trying.items() if since <= limit]
+            for name in late:
+                del self.trying[name]
+            late = [n for n in late if not self.ca.is_connected(n)]
+            if late:
+                aliases = {"pva://" + name: name for name in late}
+                self.aliases.update(aliases)
+                self._pva_client().subscribe(list(aliases))
+
+    # --- callbacks ----------------------------------------------------------------------------
+    def _ca_update(self, name: str, entry: Entry) -> None:
+        if self.aliases and entry.get("connected"):
+            alias = "pva://" + name
+            if self.aliases.pop(alias, None) is not None and self.pva is not None:
+                self.pva.clear([alias])  # CA serves it after all
+        if self.on_update is not None:
+            self.on_update(name, entry)
+
+    def _ca_connection(self, name: str, connected: bool) -> None:
+        if self.on_connection is not None:
+            self.on_connection(name, connected)
+
+    def _pva_update(self, name: str, entry: Entry) -> None:
+        name = self.aliases.get(name, name)
+        if self.on_update is not None:
+            self.on_update(name, entry)
+
+    def _pva_connection(self, name: str, connected: bool) -> None:
+        name = self.aliases.get(name, name)
+        if self.on_connection is not None:
+            self.on_connection(name, connected)

@@ -70,7 +70,6 @@ NO_ANSWER = "no answer in time (name not found, or not connected)"
 SENT_TIMED_OUT = "put sent, no completion in time (the IOC may have applied it)"
 CIRCUIT_OPEN = "circuit breaker open for IOC {ioc}"
 NOT_PVA = "not a pva:// address"
-NOT_RESTORABLE = "not restorable: a structure that is not a normative scalar, enum or table"
 
 _SCALAR_IDS = ("epics:nt/NTScalar:", "epics:nt/NTScalarArray:")
 _ENUM_ID = "epics:nt/NTEnum:"
@@ -102,11 +101,13 @@ class WriteResult:
 
 
 def _plain(item: Any) -> Any:
-    """A field's value as JSON-native Python (numpy arrays as lists, structures as dicts)."""
+    """A field's value as JSON-native Python (structures as dicts, arrays as lists)."""
+    if hasattr(item, "todict"):  # a (sub-)structure
+        item = item.todict()
+    if isinstance(item, dict):
+        return {key: _plain(x) for key, x in item.items()}
     if hasattr(item, "tolist"):
         return item.tolist()
-    if isinstance(item, Value):
-        return {key: _plain(item[key]) for key in item.keys()}  # noqa: SIM118 (a Value, not a dict)
     if isinstance(item, list | tuple):
         return [_plain(x) for x in item]
     return item
@@ -308,6 +309,10 @@ class PVAClient:
         await self.close()
 
     async def start(self) -> None:
+        self.start_now()
+
+    def start_now(self) -> None:
+        """``start`` from synchronous code on the running loop (a client made on demand)."""
         conf = {} if "EPICS_PVA_CONN_TMO" in os.environ else {"EPICS_PVA_CONN_TMO": str(CONN_TMO)}
         self.context = raw.Context("pva", conf=conf or None, useenv=True, nt=False)
         self.inbox = _Inbox(asyncio.get_running_loop(), self._handle)
@@ -414,7 +419,7 @@ class PVAClient:
             if isinstance(item, Value):
                 self._update(ch, item, now)
             elif isinstance(item, raw.Disconnected):
-                self._lost(ch, now)
+                self._lost(ch)
             elif isinstance(item, raw.RemoteError):
                 self._emit(ch.name, {**_error_entry(str(item)), "updated_at": now})
         assert self.inbox is not None
@@ -432,13 +437,13 @@ class PVAClient:
                 self.on_connection(ch.name, True)
         self._emit(ch.name, entry_of(value, ch.kind, ch.meta, now))
 
-    def _lost(self, ch: _Channel, now: float) -> None:
+    def _lost(self, ch: _Channel) -> None:
         if ch.connected:
             ch.connected = False
             self.disconnects += 1
+            ch.meta = None  # read again on reconnect, as CA's
             if self.on_connection is not None:
                 self.on_connection(ch.name, False)
-            self._emit(ch.name, {**_error_entry(values.DISCONNECTED), "updated_at": now})
 
     def _emit(self, name: str, entry: Entry) -> None:
         if self.on_update is not None:
@@ -590,7 +595,7 @@ def _builder(op: _Op, target: Any) -> Callable[[Value], None]:
             for column, cells in (target.get("columns") or {}).items():
                 value["value." + column] = cells
         else:
-            raise TypeError(NOT_RESTORABLE)
+            raise TypeError(values.NOT_RESTORABLE)
         op.sent = True
 
     return build

@@ -42,6 +42,7 @@ ALARM_STATUS: tuple[str, ...] = (
 SEVERITY: tuple[str, ...] = ("NO_ALARM", "MINOR", "MAJOR", "INVALID")
 NON_FINITE = "value was NaN or infinite"
 TABLE, STRUCT = "table", "struct"
+NOT_RESTORABLE = "not restorable: a pvAccess structure other than a scalar, an enum or a table"
 DISCONNECTED = "Disconnected from IOC"
 
 
@@ -71,11 +72,6 @@ def table_value(*, labels: list[str], columns: dict[str, list[Any]], types: dict
     }
 
 
-def restorable(entry: Entry | None) -> bool:
-    """Whether a value of this kind can be written back: not a structure other than a table."""
-    return entry is None or entry.get("structure") != STRUCT
-
-
 def _finite(value: Any) -> tuple[Any, bool]:
     """(value with NaN/Inf replaced by None, whether anything was replaced)."""
     if isinstance(value, float):
@@ -103,6 +99,15 @@ def finite(value: Any) -> Any:
     if isinstance(value, list):
         return value if all_finite(value) else [finite(v) for v in value]
     return value
+
+
+def finite_json(value: Any) -> Any:
+    """``finite`` through dicts too (a pvAccess structure's JSON)."""
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, list) and any(isinstance(item, dict | list) for item in value):
+        return [finite_json(item) for item in value]
+    return finite(value)
 
 
 def all_finite(items: list[Any]) -> bool:

@@ -115,11 +115,14 @@ class Command(BaseCommand):
             os.environ["EPICS_PVA_SERVER_PORT"] = str(pva_port)
             os.environ["EPICS_PVA_BROADCAST_PORT"] = str(pva_port)
         port = int(os.environ.get("EPICS_CA_SERVER_PORT", "5064"))
+        # The PVA server moves to a free port by itself when its default is taken; a port
+        # that was asked for is checked like the CA port.
+        asked = "EPICS_PVA_SERVER_PORT" in os.environ
         pva_port = int(os.environ.get("EPICS_PVA_SERVER_PORT", "5075"))
         for name, value in _SERVER_ENV.items():
             os.environ.setdefault(name, value)
         # The IOC core silently falls back to a random port when its port is taken: refuse.
-        for taken in (port, pva_port):
+        for taken in (port, pva_port) if asked else (port,):
             if not _port_free(taken):
                 raise CommandError(f"TCP port {taken} is already in use")
 
