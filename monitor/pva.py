@@ -21,12 +21,12 @@ binding's own thread and leaves the values in the subscription's FIFO.
 4. **Reads and puts per PV with a timeout**: one operation per name, in windows of at most
    ``concurrency``; whatever has not answered when the window's time is up is cancelled and
    gets its own error entry or result, so one dead name never loses the others.
-5. **Values** (``entry_of``) in the one encoding (``monitor.values``): NTScalar and
-   NTScalarArray as CA's (unsigned stays unsigned; arrays as lists), NTEnum exactly as a CA
-   enum (``value`` the label, ``index`` the index, ``enum_strs`` the choices), alarm and
-   timeStamp in CA's fields (the alarm message names the CA status), display and control as
-   CA's metadata; an NTTable as ``values.table_value``, any other structure as JSON
-   (``values.STRUCT``, not restorable). NaN/Inf follow the CA rule (``values.clean``).
+5. **Values** (``monitor.pva_values.entry_of``) in the one encoding (``monitor.values``):
+   NTScalar and NTScalarArray as CA's (unsigned stays unsigned; arrays as lists), NTEnum
+   exactly as a CA enum (``value`` the label, ``index`` the index, ``enum_strs`` the
+   choices), alarm and timeStamp in CA's fields (the alarm message names the CA status),
+   display and control as CA's metadata; an NTTable as ``values.table_value``, any other
+   structure as JSON (``values.STRUCT``, not restorable). NaN/Inf follow the CA rule.
 
 Names carry ``pva://`` (stripped on the wire). Honours ``EPICS_PVA_ADDR_LIST``,
 ``EPICS_PVA_AUTO_ADDR_LIST``, ``EPICS_PVA_NAME_SERVERS``, ``EPICS_PVA_SERVER_PORT`` and
@@ -51,6 +51,7 @@ from p4p.client import raw
 
 from monitor import values
 from monitor.circuits import Breakers, ioc_name
+from monitor.pva_values import entry_of, kind_of, meta_of
 from monitor.values import Entry
 
 log = logging.getLogger(__name__)
@@ -71,14 +72,6 @@ SENT_TIMED_OUT = "put sent, no completion in time (the IOC may have applied it)"
 CIRCUIT_OPEN = "circuit breaker open for IOC {ioc}"
 NOT_PVA = "not a pva:// address"
 
-_SCALAR_IDS = ("epics:nt/NTScalar:", "epics:nt/NTScalarArray:")
-_ENUM_ID = "epics:nt/NTEnum:"
-_TABLE_ID = "epics:nt/NTTable:"
-_FIELD_TYPES = {
-    "?": "bool", "b": "int8", "B": "uint8", "h": "int16", "H": "uint16", "i": "int32",
-    "I": "uint32", "l": "int64", "L": "uint64", "f": "float32", "d": "float64", "s": "string",
-}  # fmt: skip
-
 
 def wire_name(name: str) -> str | None:
     """The PV name on the wire, or None when ``name`` is not a pva:// address."""
@@ -95,110 +88,6 @@ class WriteResult:
     error: str | None = None
     timed_out: bool = False
     unknown: bool = False
-
-
-# --- values (module docstring, 5) -------------------------------------------------------------
-
-
-def _plain(item: Any) -> Any:
-    """A field's value as JSON-native Python (structures as dicts, arrays as lists)."""
-    if hasattr(item, "todict"):  # a (sub-)structure
-        item = item.todict()
-    if isinstance(item, dict):
-        return {key: _plain(x) for key, x in item.items()}
-    if hasattr(item, "tolist"):
-        return item.tolist()
-    if isinstance(item, list | tuple):
-        return [_plain(x) for x in item]
-    return item
-
-
-def _kind(value: Value) -> str:
-    vid = value.getID()
-    if vid.startswith(_SCALAR_IDS):
-        return "scalar"
-    if vid.startswith(_ENUM_ID):
-        return "enum"
-    if vid.startswith(_TABLE_ID):
-        return "table"
-    return "struct"
-
-
-def _meta(value: Value, kind: str) -> dict[str, Any]:
-    """Display and control metadata in CA's fields (units, precision, control limits)."""
-    meta: dict[str, Any] = {}
-    for key, field in (("units", "display.units"), ("precision", "display.precision")):
-        with contextlib.suppress(KeyError, AttributeError):
-            meta[key] = value[field]
-    for key, field in (
-        ("upper_ctrl_limit", "control.limitHigh"),
-        ("lower_ctrl_limit", "control.limitLow"),
-    ):
-        with contextlib.suppress(KeyError, AttributeError):
-            meta[key] = float(value[field])
-    if meta.get("upper_ctrl_limit") == meta.get("lower_ctrl_limit") == 0.0:
-        meta["upper_ctrl_limit"] = meta["lower_ctrl_limit"] = None  # unset, as CA's 0/0
-    return meta
-
-
-def _table(value: Value) -> dict[str, Any]:
-    columns = value["value"]
-    names = list(columns.keys())
-    types = {}
-    for name, code in columns.type().aspy()[2]:
-        types[name] = _FIELD_TYPES.get(code.lstrip("a"), code)
-    try:
-        labels = list(value["labels"]) or names
-    except KeyError:
-        labels = names
-    return values.table_value(
-        labels=labels, columns={n: _plain(columns[n]) for n in names}, types=types
-    )
-
-
-def _alarm(value: Value) -> tuple[int | None, int | None]:
-    """(CA alarm status, severity): the alarm message names the CA status (QSRV)."""
-    try:
-        severity, message = value["alarm.severity"], value["alarm.message"]
-    except KeyError:
-        return None, None
-    if message in values.ALARM_STATUS:
-        return values.ALARM_STATUS.index(message), severity
-    return (0 if severity == 0 and not message else None), severity
-
-
-def entry_of(value: Value, kind: str, meta: dict[str, Any] | None, now: float) -> Entry:
-    """One update or read as an Entry (module docstring, 5)."""
-    status, severity = _alarm(value)
-    try:
-        stamp = value["timeStamp.secondsPastEpoch"] + value["timeStamp.nanoseconds"] * 1e-9
-    except KeyError:
-        stamp = None
-    entry: Entry = {
-        "connected": True,
-        "updated_at": now,
-        "status": status,
-        "severity": severity,
-        "timestamp": stamp,
-    }
-    if meta:
-        entry.update(meta)  # type: ignore[typeddict-item]
-    if kind == "scalar":
-        item = value["value"]
-        entry["value"] = item.tolist() if hasattr(item, "tolist") else item
-    elif kind == "enum":
-        choices = list(value["value.choices"])
-        index = value["value.index"]
-        entry["index"] = index
-        entry["enum_strs"] = choices
-        entry["value"] = choices[index] if 0 <= index < len(choices) else str(index)
-    elif kind == "table":
-        entry["value"] = _table(value)
-        entry["structure"] = values.TABLE
-    else:
-        entry["value"] = {k: _plain(value[k]) for k in value.keys() if k != "record"}  # noqa: SIM118
-        entry["structure"] = values.STRUCT
-    return values.clean(entry)
 
 
 def _error_entry(error: str) -> Entry:
@@ -420,22 +309,23 @@ class PVAClient:
                 self._update(ch, item, now)
             elif isinstance(item, raw.Disconnected):
                 self._lost(ch)
-            elif isinstance(item, raw.RemoteError):
-                self._emit(ch.name, {**_error_entry(str(item)), "updated_at": now})
+            elif isinstance(item, raw.RemoteError) and self.on_update is not None:
+                self.on_update(ch.name, {**_error_entry(str(item)), "updated_at": now})
         assert self.inbox is not None
         self.inbox.put(ch)  # more in the FIFO: after the others
 
     def _update(self, ch: _Channel, value: Value, now: float) -> None:
         if ch.kind is None:
-            ch.kind = _kind(value)
+            ch.kind = kind_of(value)
         if ch.meta is None or value.changed("display") or value.changed("control"):
-            ch.meta = _meta(value, ch.kind)
+            ch.meta = meta_of(value)
         if not ch.connected:
             ch.connected = True
             self.waiting.pop(ch.name, None)
             if self.on_connection is not None:
                 self.on_connection(ch.name, True)
-        self._emit(ch.name, entry_of(value, ch.kind, ch.meta, now))
+        if self.on_update is not None:
+            self.on_update(ch.name, entry_of(value, ch.kind, ch.meta, now))
 
     def _lost(self, ch: _Channel) -> None:
         if ch.connected:
@@ -444,10 +334,6 @@ class PVAClient:
             ch.meta = None  # read again on reconnect, as CA's
             if self.on_connection is not None:
                 self.on_connection(ch.name, False)
-
-    def _emit(self, name: str, entry: Entry) -> None:
-        if self.on_update is not None:
-            self.on_update(name, entry)
 
     # --- reads and writes (module docstring, 4) ---------------------------------------------
     async def connect(self, names: Iterable[str], timeout: float) -> set[str]:
@@ -491,8 +377,8 @@ class PVAClient:
                 out[op.name] = _error_entry(NO_ANSWER)
             elif isinstance(result, Value):
                 try:
-                    kind = _kind(result)
-                    out[op.name] = entry_of(result, kind, _meta(result, kind), now)
+                    kind = kind_of(result)
+                    out[op.name] = entry_of(result, kind, meta_of(result), now)
                 except Exception as exc:  # a value we cannot decode is that PV's error only
                     out[op.name] = _error_entry(f"cannot decode value: {exc}")
             else:
@@ -524,25 +410,7 @@ class PVAClient:
             )
             ops.append(op)
         await self._await(batch, timeout)
-        for op in ops:
-            name, result = op.name, op.result
-            if not op.done:
-                op.op.close()
-                if op.sent:
-                    results[name] = WriteResult(
-                        name, False, SENT_TIMED_OUT, timed_out=True, unknown=True
-                    )
-                else:
-                    results[name] = WriteResult(name, False, NO_ANSWER, timed_out=True)
-            elif result is None:
-                results[name] = WriteResult(name, True)
-            elif isinstance(result, raw.Disconnected | raw.Cancelled) and op.sent:
-                results[name] = WriteResult(name, False, str(result) or "disconnected",
-                                            unknown=True)  # fmt: skip
-            else:
-                text = str(result) or type(result).__name__
-                results[name] = WriteResult(name, False, f"cannot write value: {text}"
-                                            if not op.sent else text)  # fmt: skip
+        results.update((op.name, _put_outcome(op)) for op in ops)
         self._record_breakers(results, lambda r: r.ok)
         return results
 
@@ -581,11 +449,27 @@ class PVAClient:
             self.breakers.record(by_ioc)
 
 
+def _put_outcome(op: _Op) -> WriteResult:
+    """A put's result: ``unknown`` once it was sent and no completion came (module doc, 4)."""
+    name, result = op.name, op.result
+    if not op.done:
+        op.op.close()
+        if op.sent:
+            return WriteResult(name, False, SENT_TIMED_OUT, timed_out=True, unknown=True)
+        return WriteResult(name, False, NO_ANSWER, timed_out=True)
+    if result is None:
+        return WriteResult(name, True)
+    text = str(result) or type(result).__name__
+    if isinstance(result, raw.Disconnected | raw.Cancelled) and op.sent:
+        return WriteResult(name, False, text, unknown=True)
+    return WriteResult(name, False, text if op.sent else f"cannot write value: {text}")
+
+
 def _builder(op: _Op, target: Any) -> Callable[[Value], None]:
     """Fills the put's Value (the binding calls it once it knows the type, on its thread)."""
 
     def build(value: Value) -> None:
-        kind = _kind(value)
+        kind = kind_of(value)
         if kind == "enum":
             choices = list(value["value.choices"])
             value["value.index"] = _enum_index(choices, target)

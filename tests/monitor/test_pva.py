@@ -17,7 +17,7 @@ import pytest
 from p4p.client.thread import Context
 
 from monitor import bridge, events, runner, sim, values
-from monitor.pva import entry_of
+from monitor.pva_values import entry_of
 from pvs.services import pv_create
 from tests.epics import SimIOC, pva_port, run_sim_ioc
 from tests.monitor.test_runner import _until
