@@ -317,7 +317,7 @@ class PVAClient:
     def _update(self, ch: _Channel, value: Value, now: float) -> None:
         if ch.kind is None:
             ch.kind = kind_of(value)
-        if ch.meta is None or value.changed("display") or value.changed("control"):
+        if ch.meta is None:  # once per connection, as CA's DBR_CTRL read
             ch.meta = meta_of(value)
         if not ch.connected:
             ch.connected = True
@@ -383,6 +383,7 @@ class PVAClient:
                     out[op.name] = _error_entry(f"cannot decode value: {exc}")
             else:
                 out[op.name] = _error_entry(str(result) or type(result).__name__)
+        _release(ops)
         return out
 
     async def write_many(
@@ -411,6 +412,7 @@ class PVAClient:
             ops.append(op)
         await self._await(batch, timeout)
         results.update((op.name, _put_outcome(op)) for op in ops)
+        _release(ops)
         self._record_breakers(results, lambda r: r.ok)
         return results
 
@@ -447,6 +449,14 @@ class PVAClient:
             by_ioc.setdefault(ioc_name(name), False)
         if by_ioc:
             self.breakers.record(by_ioc)
+
+
+def _release(ops: list[_Op]) -> None:
+    """Drop each operation here, on the loop's thread: the op, its handler and its builder
+    form a cycle that the garbage collector would otherwise free on whichever thread runs it,
+    and the binding refuses to destroy an operation on its own worker thread."""
+    for op in ops:
+        op.op = None
 
 
 def _put_outcome(op: _Op) -> WriteResult:

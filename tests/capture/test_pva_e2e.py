@@ -33,14 +33,14 @@ def pva(name: str) -> str:
 
 @pytest.fixture
 def machine(processes, redis_client, monkeypatch) -> Iterator[tuple[SimIOC, Context]]:
-    """The IOC, a catalog (even devices over PVA, odd over CA, the PVA table, one dead
+    """The IOC, a catalog (even devices and the string device 3 over PVA, the others over CA, the PVA table, one dead
     pva:// PV) and the monitor with every reachable value cached."""
     with run_sim_ioc(COUNT, update_share=0.0) as ioc:
         for key, value in ioc.env.items():
             monkeypatch.setenv(key, value)
         monkeypatch.setenv("SQUIRREL_EPICS_TIMEOUT", "1.5")
         for d in sim.sim_devices(count=COUNT, prefix=ioc.prefix, update_share=0.0):
-            scheme = "pva://" if d.index % 2 == 0 else ""
+            scheme = "pva://" if d.index % 2 == 0 or d.index == 3 else ""
             PV.objects.create(
                 setpoint_address=scheme + d.setpoint if d.setpoint else None,
                 readback_address=scheme + d.readback,
@@ -99,13 +99,13 @@ def test_capture_saves_pva_values_and_marks_the_dead_one(machine, use_cache):
 def test_compare_and_a_verified_restore_over_pva(machine, write_client):
     ioc, independent = machine
     saved = snapshot_capture(title="saved", description=None, use_cache=False, created_by=None)
-    analog, multi, string = ioc.setpoint(0), ioc.setpoint(2), ioc.setpoint(22)
+    analog, multi, string = ioc.setpoint(0), ioc.setpoint(2), ioc.setpoint(3)
     table = sim.pva_table(ioc.prefix)
     # The machine moves (written with p4p, not our code).
     independent.put(analog, {"value": 33.0}, wait=True)
     independent.put(multi, {"value.index": 0}, wait=True)
     independent.put(table, {"value.k": [9.0, -2.25, 3.0]}, wait=True)
-    assert sim.device_kind(22) == "string"
+    assert sim.device_kind(3) == "string"
     independent.put(string, {"value": "moved"}, wait=True)
     moved = snapshot_capture(title="moved", description=None, use_cache=False, created_by=None)
 
@@ -118,6 +118,10 @@ def test_compare_and_a_verified_restore_over_pva(machine, write_client):
     assert by_name[pva(table)]["setpoint"]["differingCells"] == 1
     assert pva(ioc.setpoint(4 * 4)) not in by_name  # unchanged
 
+    # A saved value for the unreachable PV: the restore must try it and still finish in time.
+    SnapshotValue.objects.filter(snapshot=saved, pv_name=DEAD).update(
+        sp_kind=ValueKind.FLOAT, sp_num=1.0, sp_error=None, sp_connected=True
+    )
     started = time.monotonic()
     body = payload(
         write_client.post(f"/v1/snapshots/{saved.pk}/restore?async=false", {}, format="json")
@@ -125,11 +129,11 @@ def test_compare_and_a_verified_restore_over_pva(machine, write_client):
     assert time.monotonic() - started < 20.0
     counts = body["counts"]
     failures = {f["pvName"]: f for f in body["failures"]}
-    assert set(failures) == {DEAD}, failures  # the unreachable one, marked; the rest verified
+    assert set(failures) == {DEAD}, body  # the unreachable one, marked; the rest verified
     assert counts["verified"] >= 4
     assert independent.get(analog)["value"] == sim.base_value(0)
     assert independent.get(multi)["value.index"] == 2
-    assert independent.get(string)["value"] == "mode-1"
+    assert independent.get(string)["value"] == "mode-3"
     assert independent.get(table)["value.k"].tolist() == list(sim.TABLE_K)
 
 

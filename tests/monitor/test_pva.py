@@ -234,3 +234,31 @@ def test_monitor_caches_pva_and_marks_a_dead_ioc_within_5_s(redis_client, monkey
     assert cached[ioc.setpoint(6)]["value"] == sim.base_value(6)
     assert after_kill["error"] == values.DISCONNECTED
     assert after_kill["value"] == cached[analog]["value"]
+
+
+@pytest.mark.django_db
+def test_csv_with_a_pva_share_imports_and_exports_all_three_address_forms(tmp_path):
+    from django.core.management import call_command
+
+    from pvs.models import PV
+
+    path = tmp_path / "pvs.csv"
+    call_command("sim_ioc", count=40, prefix="CSV", write_csv=path, csv_only=True, pva_share=0.5)
+    text = path.read_text()
+    pva_rows = [i for i in range(40) if sim.is_pva(i, 0.5)]
+    assert 5 < len(pva_rows) < 35
+    assert f"pva://CSV:DEV{pva_rows[0]}:RBV" in text
+    call_command("import_pvs", str(path))
+    pv_create(setpoint_address="ca://CSV:EXTRA:SP")
+    addresses = set(PV.objects.values_list("readback_address", flat=True))
+    assert {f"pva://CSV:DEV{i}:RBV" for i in pva_rows} <= addresses
+    assert "CSV:DEV1:RBV" in addresses or "pva://CSV:DEV1:RBV" in addresses
+    out = tmp_path / "out.csv"
+    call_command("export_pvs", str(out))
+    exported = out.read_text()
+    assert f"pva://CSV:DEV{pva_rows[0]}:SP" in exported or sim.device_kind(pva_rows[0]) in (
+        "readonly",
+    )
+    assert "ca://CSV:EXTRA:SP" in exported
+    with pytest.raises(Exception, match="pva-share"):
+        call_command("sim_ioc", count=1, pva_share=2, write_csv=path, csv_only=True)
