@@ -60,7 +60,7 @@ SCHEME = "pva://"
 REQUEST = "field(value,alarm,timeStamp,display,control)"
 PUT_WAIT = "field()record[block=true]"
 PUT_NOWAIT = "field()record[block=false]"
-PACE = 1000  # new subscriptions per PACE_INTERVAL
+PACE = 2500  # new subscriptions per PACE_INTERVAL (measured: 50K fill 13 s vs 17.5 s at 1000)
 PACE_INTERVAL = 0.1
 SEARCH_LIMIT = 10000  # subscribed channels without a first value, at most
 RESUBSCRIBE_AFTER = 10.0
