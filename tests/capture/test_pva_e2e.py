@@ -33,8 +33,8 @@ def pva(name: str) -> str:
 
 @pytest.fixture
 def machine(processes, redis_client, monkeypatch) -> Iterator[tuple[SimIOC, Context]]:
-    """The IOC, a catalog (even devices and the string device 3 over PVA, the others over CA, the PVA table, one dead
-    pva:// PV) and the monitor with every reachable value cached."""
+    """The IOC, a catalog (even devices and the string device 3 over PVA, the others over CA,
+    the PVA table, one dead pva:// PV) and the monitor with every reachable value cached."""
     with run_sim_ioc(COUNT, update_share=0.0) as ioc:
         for key, value in ioc.env.items():
             monkeypatch.setenv(key, value)

@@ -196,7 +196,8 @@ def test_other_structures_are_json_and_nan_follows_the_ca_rule():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_monitor_caches_pva_and_marks_a_dead_ioc_within_5_s(redis_client, monkeypatch):
+def test_monitor_caches_pva_and_marks_a_dead_ioc_within_5_s(redis_client, monkeypatch, settings):
+    settings.EPICS_UNPREFIXED_PVA_FALLBACK = True
     with run_sim_ioc(40, update_share=0.0) as ioc:
         for key, value in ioc.env.items():
             monkeypatch.setenv(key, value)
@@ -206,6 +207,8 @@ def test_monitor_caches_pva_and_marks_a_dead_ioc_within_5_s(redis_client, monkey
         pv_create(setpoint_address=multi)
         pv_create(setpoint_address=table)
         pv_create(setpoint_address=ioc.setpoint(6))  # CA beside PVA in one catalog
+        bare_mode = sim.pva_mode(ioc.prefix)  # a bare name only PVA serves: the fallback
+        pv_create(setpoint_address=bare_mode)
 
         def entry(name):
             data = redis_client.hget(events.values_hash(), name)
@@ -214,7 +217,7 @@ def test_monitor_caches_pva_and_marks_a_dead_ioc_within_5_s(redis_client, monkey
         async def scenario():
             stop = asyncio.Event()
             task = asyncio.create_task(runner.run(stop=stop, max_seconds=60))
-            names = (analog, multi, rb, table, ioc.setpoint(6))
+            names = (analog, multi, rb, table, ioc.setpoint(6), bare_mode)
             await _until(lambda: all((entry(n) or {}).get("connected") for n in names), 15.0)
             cached = {n: entry(n) for n in names}
             ioc.kill()
@@ -232,6 +235,7 @@ def test_monitor_caches_pva_and_marks_a_dead_ioc_within_5_s(redis_client, monkey
     assert cached[multi]["index"] == 2 and cached[multi]["value"] == sim.MULTI_LABELS[2]
     assert cached[table]["structure"] == values.TABLE
     assert cached[ioc.setpoint(6)]["value"] == sim.base_value(6)
+    assert cached[bare_mode]["index"] == 2 and cached[bare_mode]["value"] == sim.MODE_LABELS[2]
     assert after_kill["error"] == values.DISCONNECTED
     assert after_kill["value"] == cached[analog]["value"]
 
