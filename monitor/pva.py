@@ -268,7 +268,7 @@ class PVAClient:
                     ch.sub.close()
                     ch.sub = None
                 del waiting[ch.name]
-                self.queued.appendleft(ch)
+                self.queued.append(ch)  # behind the others: dead names never starve them
                 self.resubscribes += 1
             room = min(PACE, SEARCH_LIMIT - len(waiting))
             while room > 0 and self.queued:
