@@ -266,3 +266,31 @@ def test_csv_with_a_pva_share_imports_and_exports_all_three_address_forms(tmp_pa
     assert "ca://CSV:EXTRA:SP" in exported
     with pytest.raises(Exception, match="pva-share"):
         call_command("sim_ioc", count=1, pva_share=2, write_csv=path, csv_only=True)
+
+
+def test_subscriptions_are_paced_limited_and_resubscribed(env, monkeypatch):
+    from monitor import pva as pva_client
+
+    monkeypatch.setattr(pva_client, "PACE", 2)
+    monkeypatch.setattr(pva_client, "SEARCH_LIMIT", 3)
+    monkeypatch.setattr(pva_client, "RESUBSCRIBE_AFTER", 0.5)
+    ioc = env
+    dead = [pva(f"{ioc.prefix}:GONE{i}") for i in range(3)]
+    live = [pva(ioc.setpoint(i * 20)) for i in range(3)]
+
+    async def go():
+        got: dict[str, values.Entry] = {}
+        most = 0
+        async with pva_client.PVAClient(on_update=lambda n, e: got.setdefault(n, e)) as client:
+            client.subscribe(dead + live)  # the dead names take every search slot first
+            started = time.monotonic()
+            while not set(live) <= set(got) and time.monotonic() - started < 10:
+                most = max(most, len(client.waiting))
+                await asyncio.sleep(0.02)
+            return got, most, client.resubscribes
+
+    got, most, resubscribed = asyncio.run(go())
+    assert set(got) == set(live)  # the live ones got their turn; nothing from the dead ones
+    assert all(got[n]["connected"] for n in live)
+    assert most <= 3  # never more searching than the limit
+    assert resubscribed >= 3
