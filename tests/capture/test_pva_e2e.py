@@ -150,3 +150,23 @@ def test_other_structures_are_stored_as_json_and_never_restored(machine, write_c
     )
     rows, candidates = plan_rows_saved(snapshot=snap, selection=Selection())
     assert candidates == [] and rows[0].note == values.NOT_RESTORABLE
+
+
+def test_a_stored_table_is_served_and_exported_as_json(read_client):
+    import json
+
+    from tests.restore.conftest import snapshot_make
+
+    pv = PV.objects.create(setpoint_address="pva://T:TABLE", device="t")
+    snap = snapshot_make([(pv, 1.0)])
+    table = values.table_value(
+        labels=["name", "k"], columns={"name": ["Q1"], "k": [1.5]}, types={"name": "string"}
+    )
+    SnapshotValue.objects.filter(snapshot=snap).update(
+        sp_kind=ValueKind.TABLE, sp_num=None, sp_text=json.dumps(table)
+    )
+    body = json.loads(b"".join(read_client.get(f"/v1/snapshots/{snap.pk}").streaming_content))
+    (row,) = body["payload"]["pvValues"]
+    assert row["setpointValue"]["value"] == table
+    export = read_client.get(f"/v1/snapshots/{snap.pk}/export?format=csv")
+    assert export.status_code == 200
