@@ -4,17 +4,21 @@ and tag, tags edited with autocomplete, bulk actions that call services."""
 from __future__ import annotations
 
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest
 
 from pvs import services
 from pvs.models import PV
 from pvs.querysets import PVQuerySet
+from squirrel import audit
+from squirrel.auth import staff_name
 from tags.models import Tag, TagGroup
 
 
@@ -65,6 +69,9 @@ class PVActionForm(ActionForm):
         required=False,
         help_text="for the add/remove tag actions",
     )
+    stage = forms.IntegerField(
+        min_value=0, max_value=32767, required=False, help_text="for the set restore stage action"
+    )
 
 
 @admin.register(PV)
@@ -79,6 +86,8 @@ class PVAdmin(admin.ModelAdmin):
         "abs_tolerance",
         "rel_tolerance",
         "read_only_shown",
+        "restore_stage",
+        "completion_timeout",
         "tag_list",
     )
     list_filter = ("read_only", TagGroupFilter, TagFilter)
@@ -98,14 +107,17 @@ class PVAdmin(admin.ModelAdmin):
         "device",
         "description",
         ("abs_tolerance", "rel_tolerance", "read_only"),
+        ("restore_stage", "completion_timeout"),
         "tags",
         ("created_at", "updated_at"),
     )
     list_per_page = 100
     show_full_result_count = False
+    # a changed PV's fields before the form saved them, until its tags are saved too
+    _old: WeakKeyDictionary[HttpRequest, tuple[PV, dict[str, Any] | None]] = WeakKeyDictionary()
     ordering = ("setpoint_address",)
     action_form = PVActionForm
-    actions = ("mark_read_only", "mark_writable", "add_tag", "remove_tag")
+    actions = ("mark_read_only", "mark_writable", "add_tag", "remove_tag", "set_stage")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[PV]:
         tags = Prefetch("tags", queryset=Tag.objects.select_related("group").order_by("name"))
@@ -121,28 +133,45 @@ class PVAdmin(admin.ModelAdmin):
         return ", ".join(f"{t.group.name}: {t.name}" for t in pv.tags.all())
 
     def save_model(self, request: HttpRequest, obj: PV, form: Any, change: bool) -> None:
-        super().save_model(request, obj, form, change)
+        old = services.pv_fields(PV.objects.get(pk=obj.pk)) if change else None
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+        self._old[request] = (obj, old)
         services.catalog_changed()
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        """The audit record once the tags are saved too (the admin saves them after the row)."""
+        super().save_related(request, form, formsets, change)
+        obj, old = self._old.pop(request, (form.instance, None))
+        actor = staff_name(request.user)
+        if old is None:
+            audit.record(actor, "pv.create", obj, summary=obj.name, after=services.pv_fields(obj))
+        else:
+            before, after = audit.changes(old, services.pv_fields(obj))
+            audit.record(actor, "pv.update", obj, summary=obj.name, before=before, after=after)
 
     def delete_model(self, request: HttpRequest, obj: PV) -> None:
-        super().delete_model(request, obj)
-        services.catalog_changed()
+        services.pv_delete(pv_id=obj.pk, actor=staff_name(request.user))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[PV]) -> None:
-        super().delete_queryset(request, queryset)
-        services.catalog_changed()
+        for pk in self._ids(queryset):
+            services.pv_delete(pv_id=pk, actor=staff_name(request.user))
 
     def _ids(self, queryset: QuerySet[PV]) -> list[Any]:
         return list(queryset.values_list("pk", flat=True))
 
     @admin.action(description="Mark selected PVs read-only")
     def mark_read_only(self, request: HttpRequest, queryset: QuerySet[PV]) -> None:
-        count = services.pv_set_read_only(pv_ids=self._ids(queryset), read_only=True)
+        count = services.pv_set_read_only(
+            pv_ids=self._ids(queryset), read_only=True, actor=staff_name(request.user)
+        )
         self.message_user(request, f"{count} PVs marked read-only.")
 
     @admin.action(description="Mark selected PVs writable")
     def mark_writable(self, request: HttpRequest, queryset: QuerySet[PV]) -> None:
-        count = services.pv_set_read_only(pv_ids=self._ids(queryset), read_only=False)
+        count = services.pv_set_read_only(
+            pv_ids=self._ids(queryset), read_only=False, actor=staff_name(request.user)
+        )
         self.message_user(request, f"{count} PVs marked writable.")
 
     def _chosen_tag(self, request: HttpRequest) -> Tag | None:
@@ -158,12 +187,30 @@ class PVAdmin(admin.ModelAdmin):
     def add_tag(self, request: HttpRequest, queryset: QuerySet[PV]) -> None:
         tag = self._chosen_tag(request)
         if tag is not None:
-            count = services.pv_tag_add(pv_ids=self._ids(queryset), tag=tag)
+            count = services.pv_tag_add(
+                pv_ids=self._ids(queryset), tag=tag, actor=staff_name(request.user)
+            )
             self.message_user(request, f"Tag {tag} added to {count} PVs.")
+
+    @admin.action(description="Set the chosen restore stage of selected PVs")
+    def set_stage(self, request: HttpRequest, queryset: QuerySet[PV]) -> None:
+        try:
+            stage = PVActionForm.base_fields["stage"].clean(request.POST.get("stage") or None)
+        except ValidationError:
+            stage = None
+        if stage is None:
+            self.message_user(request, "Give a stage next to the action.", messages.WARNING)
+            return
+        count = services.pv_stage_set(
+            pv_ids=self._ids(queryset), restore_stage=stage, actor=staff_name(request.user)
+        )
+        self.message_user(request, f"{count} PVs now restore in stage {stage}.")
 
     @admin.action(description="Remove the chosen tag from selected PVs")
     def remove_tag(self, request: HttpRequest, queryset: QuerySet[PV]) -> None:
         tag = self._chosen_tag(request)
         if tag is not None:
-            count = services.pv_tag_remove(pv_ids=self._ids(queryset), tag=tag)
+            count = services.pv_tag_remove(
+                pv_ids=self._ids(queryset), tag=tag, actor=staff_name(request.user)
+            )
             self.message_user(request, f"Tag {tag} removed from {count} PVs.")

@@ -1,8 +1,10 @@
 """The catalog's CSV format (contract §7, a superset): parsing and writing, no database.
 
 Columns ``Setpoint``, ``Readback`` and optional ``Config``, ``Device``, ``Description``,
-``AbsTolerance``, ``RelTolerance``, ``ReadOnly``; every other column is a tag group whose
-cells name tags (comma-separated, quoted when several; empty/nan/none means none).
+``AbsTolerance``, ``RelTolerance``, ``ReadOnly``, ``RestoreStage`` (0, 1, ...: the order a
+restore writes in), ``CompletionTimeout`` (seconds; empty: the default); every other column
+is a tag group whose cells name tags (comma-separated, quoted when several; empty/nan/none
+means none).
 
 Operators open these files in spreadsheets, which run a cell that starts with ``=``, ``+``,
 ``-``, ``@``, tab or CR as a formula (OWASP "CSV injection": ``=cmd|' /C calc'!A0``). Every CSV
@@ -29,12 +31,15 @@ STANDARD_COLUMNS = (
     "AbsTolerance",
     "RelTolerance",
     "ReadOnly",
+    "RestoreStage",
+    "CompletionTimeout",
 )
 _STANDARD_LOWER = {c.lower(): c for c in STANDARD_COLUMNS}
 NO_TAGS = {"", "nan", "none"}
 TRUE = {"true", "1", "yes", "y", "on", "t"}
 FALSE = {"false", "0", "no", "n", "off", "f", ""}
 MAX_LENGTH = 255
+MAX_STAGE = 32767
 MAX_ERRORS = 50
 NUL_ERROR = "contains a NUL byte (0x00), which cannot be stored"
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -79,6 +84,8 @@ class CsvRow:
     abs_tolerance: float = 0.0
     rel_tolerance: float = 0.0
     read_only: bool = False
+    restore_stage: int = 0
+    completion_timeout: float | None = None
     tags: dict[str, list[str]] = field(default_factory=dict)
 
     def value(self, column: str) -> Any:
@@ -95,6 +102,8 @@ _ATTR = {
     "AbsTolerance": "abs_tolerance",
     "RelTolerance": "rel_tolerance",
     "ReadOnly": "read_only",
+    "RestoreStage": "restore_stage",
+    "CompletionTimeout": "completion_timeout",
 }
 
 
@@ -153,6 +162,19 @@ def _float(text: str, where: str, errors: list[str]) -> float:
     return value
 
 
+def _stage(text: str, where: str, errors: list[str]) -> int:
+    if not text:
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_STAGE:
+        errors.append(f"{where}: '{text}' must be a whole number from 0 to {MAX_STAGE}")
+        return 0
+    return value
+
+
 def _bool(text: str, where: str, errors: list[str]) -> bool:
     lowered = text.lower()
     if lowered in TRUE:
@@ -182,6 +204,10 @@ def _row(line: int, columns: list[str], cells: list[str], errors: list[str]) -> 
             setattr(row, _ATTR[name], _float(text, where, errors))
         elif name == "ReadOnly":
             row.read_only = _bool(text, where, errors)
+        elif name == "RestoreStage":
+            row.restore_stage = _stage(text, where, errors)
+        elif name == "CompletionTimeout":
+            row.completion_timeout = _float(text, where, errors) or None
         elif name in STANDARD_COLUMNS:
             if name != "Description" and len(text) > MAX_LENGTH:
                 errors.append(f"{where}: longer than {MAX_LENGTH} characters")
@@ -287,6 +313,8 @@ def export_row(values: dict[str, Any], tags: Sequence[Sequence[str]]) -> list[st
         repr(values["abs_tolerance"]),
         repr(values["rel_tolerance"]),
         "true" if values["read_only"] else "false",
+        str(values["restore_stage"]),
+        repr(values["completion_timeout"]) if values["completion_timeout"] else "",
         *(_tag_cell(names) for names in tags),
     ]
 

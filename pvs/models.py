@@ -25,6 +25,15 @@ class PV(BaseModel):
     abs_tolerance = models.FloatField(default=0.0)
     rel_tolerance = models.FloatField(default=0.0)
     read_only = models.BooleanField(default=False)
+    # Restore order: stages run in ascending order, each written and verified before the next.
+    restore_stage = models.PositiveSmallIntegerField(
+        default=0, db_default=0, help_text="restores write stage 0 first, then 1, ..."
+    )
+    completion_timeout = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="seconds a restore waits for this PV's put to complete (empty: the default)",
+    )
     tags = models.ManyToManyField("tags.Tag", related_name="pvs", blank=True, db_table="pv_tag")
 
     objects = PVQuerySet.as_manager()
@@ -37,6 +46,11 @@ class PV(BaseModel):
             models.CheckConstraint(
                 condition=models.Q(abs_tolerance__gte=0) & models.Q(rel_tolerance__gte=0),
                 name="ck_pv_tolerance_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(completion_timeout__isnull=True)
+                | models.Q(completion_timeout__gt=0),
+                name="ck_pv_completion_timeout_positive",
             ),
         ]
 

@@ -41,9 +41,16 @@ _PV_COLUMNS = (
     "abs_tolerance",
     "rel_tolerance",
     "read_only",
+    "restore_stage",
+    "completion_timeout",
     _IsoText("created_at"),
     _IsoText("updated_at"),
 )
+
+
+MAX_STAGE = 32767
+STAGE_HELP = "restores write stage 0 first, then 1, ...; each stage verified before the next"
+TIMEOUT_HELP = "seconds a restore waits for this PV's put to complete (null: the default)"
 
 
 def _address() -> serializers.CharField:
@@ -66,6 +73,12 @@ class PVCreateSerializer(serializers.Serializer):
     absTolerance = serializers.FloatField(min_value=0.0, required=False, default=0.0)
     relTolerance = serializers.FloatField(min_value=0.0, required=False, default=0.0)
     readOnly = serializers.BooleanField(required=False, default=False)
+    restoreStage = serializers.IntegerField(
+        min_value=0, max_value=MAX_STAGE, required=False, default=0, help_text=STAGE_HELP
+    )
+    completionTimeout = serializers.FloatField(
+        min_value=0.0, allow_null=True, required=False, default=None, help_text=TIMEOUT_HELP
+    )
     tags = serializers.ListField(child=serializers.UUIDField(), required=False, default=list)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -90,6 +103,8 @@ def pv_create_kwargs(data: dict[str, Any]) -> dict[str, Any]:
         "abs_tolerance": data["absTolerance"],
         "rel_tolerance": data["relTolerance"],
         "read_only": data["readOnly"],
+        "restore_stage": data.get("restoreStage", 0),
+        "completion_timeout": data.get("completionTimeout"),
         "tag_ids": data["tags"],
     }
 
@@ -103,6 +118,15 @@ class PVUpdateSerializer(serializers.Serializer):
     absTolerance = serializers.FloatField(min_value=0.0, allow_null=True, required=False)
     relTolerance = serializers.FloatField(min_value=0.0, allow_null=True, required=False)
     readOnly = serializers.BooleanField(allow_null=True, required=False)
+    restoreStage = serializers.IntegerField(
+        min_value=0, max_value=MAX_STAGE, allow_null=True, required=False, help_text=STAGE_HELP
+    )
+    completionTimeout = serializers.FloatField(
+        min_value=0.0,
+        allow_null=True,
+        required=False,
+        help_text=TIMEOUT_HELP + "; 0 sets it back to the default (null leaves it unchanged)",
+    )
     tags = serializers.ListField(child=serializers.UUIDField(), allow_null=True, required=False)
 
     def to_service(self) -> dict[str, Any]:
@@ -112,8 +136,36 @@ class PVUpdateSerializer(serializers.Serializer):
             "abs_tolerance": data.get("absTolerance"),
             "rel_tolerance": data.get("relTolerance"),
             "read_only": data.get("readOnly"),
+            "restore_stage": data.get("restoreStage"),
+            "completion_timeout": data.get("completionTimeout"),
             "tag_ids": data.get("tags"),
         }
+
+
+class RestorePolicySerializer(serializers.Serializer):
+    """PUT /v1/pvs/restore-policy: the restore stage and/or completion timeout of every PV
+    carrying a tag, in one call."""
+
+    tagId = serializers.UUIDField()
+    restoreStage = serializers.IntegerField(
+        min_value=0, max_value=MAX_STAGE, required=False, allow_null=True, help_text=STAGE_HELP
+    )
+    completionTimeout = serializers.FloatField(
+        min_value=0.0,
+        required=False,
+        allow_null=True,
+        help_text=TIMEOUT_HELP + "; 0 sets it back to the default",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("restoreStage") is None and attrs.get("completionTimeout") is None:
+            raise serializers.ValidationError("Give restoreStage and/or completionTimeout")
+        return attrs
+
+
+class RestorePolicyOutSerializer(serializers.Serializer):
+    tagId = serializers.UUIDField()
+    updated = serializers.IntegerField(help_text="PVs of the tag whose policy changed")
 
 
 class PVListQuerySerializer(serializers.Serializer):
@@ -221,6 +273,8 @@ def pv_elements(queryset: QuerySet[PV]) -> list[dict[str, Any]]:
             "absTolerance": abs_tol,
             "relTolerance": rel_tol,
             "readOnly": read_only_rule(read_only, sp),
+            "restoreStage": stage,
+            "completionTimeout": completion_timeout,
             "tags": tags(tag_ids),
             "createdDate": created,
             "lastModifiedDate": updated,
@@ -237,6 +291,8 @@ def pv_elements(queryset: QuerySet[PV]) -> list[dict[str, Any]]:
             abs_tol,
             rel_tol,
             read_only,
+            stage,
+            completion_timeout,
             created,
             updated,
             tag_ids,
@@ -271,6 +327,8 @@ class PVElementOutSerializer(serializers.Serializer):
     absTolerance = serializers.FloatField()
     relTolerance = serializers.FloatField()
     readOnly = serializers.BooleanField()
+    restoreStage = serializers.IntegerField(help_text=STAGE_HELP)
+    completionTimeout = serializers.FloatField(allow_null=True, help_text=TIMEOUT_HELP)
     tags = TagOutSerializer(many=True)
     createdDate = serializers.DateTimeField()
     lastModifiedDate = serializers.DateTimeField()

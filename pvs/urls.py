@@ -16,5 +16,6 @@ urlpatterns = [
     path("pvs/search", views.PVSearchView.as_view(), name="search"),
     path("pvs/devices", views.PVDevicesView.as_view(), name="devices"),
     path("pvs/multi", views.PVMultiView.as_view(), name="multi"),
+    path("pvs/restore-policy", views.PVRestorePolicyView.as_view(), name="restore-policy"),
     path("pvs/<str:pv_id>", views.PVDetailView.as_view(), name="detail"),
 ]

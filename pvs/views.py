@@ -25,6 +25,8 @@ from pvs.serializers import (
     PVElementOutSerializer,
     PVListQuerySerializer,
     PVUpdateSerializer,
+    RestorePolicyOutSerializer,
+    RestorePolicySerializer,
     SearchOutSerializer,
     SearchQuerySerializer,
     pv_create_kwargs,
@@ -32,6 +34,7 @@ from pvs.serializers import (
     pv_elements,
     pv_elements_in_order,
 )
+from squirrel import audit
 from squirrel.exceptions import PayloadTooLarge
 from squirrel.http import invalid, query_data, valid
 
@@ -50,7 +53,9 @@ class PVListView(APIView):
     @extend_schema(request=PVCreateSerializer, responses=PVElementOutSerializer)
     def post(self, request: Request) -> Response:
         serializer = valid(PVCreateSerializer(data=request.data))
-        return Response(pv_element(services.pv_create(**serializer.to_service())))
+        return Response(
+            pv_element(services.pv_create(**serializer.to_service(), actor=audit.actor_of(request)))
+        )
 
 
 class PVPagedView(APIView):
@@ -95,7 +100,7 @@ class PVMultiView(APIView):
             )
         serializer = valid(PVCreateSerializer(data=data, many=True))
         items = [services.NewPV(**pv_create_kwargs(d)) for d in serializer.validated_data]
-        pvs = services.pv_create_many(items=items)
+        pvs = services.pv_create_many(items=items, actor=audit.actor_of(request))
         return Response(pv_elements_in_order([p.pk for p in pvs]))
 
 
@@ -106,15 +111,33 @@ class PVDetailView(APIView):
     def put(self, request: Request, pv_id: str) -> Response:
         services.pv_get(pv_id=pv_id)
         serializer = valid(PVUpdateSerializer(data=request.data))
-        return Response(pv_element(services.pv_update(pv_id=pv_id, **serializer.to_service())))
+        pv = services.pv_update(
+            pv_id=pv_id, **serializer.to_service(), actor=audit.actor_of(request)
+        )
+        return Response(pv_element(pv))
 
     @extend_schema(
         parameters=[OpenApiParameter("archive", bool, required=False)],
         responses={200: OpenApiTypes.BOOL},  # the contract answers 200 true, never 204
     )
     def delete(self, request: Request, pv_id: str) -> Response:
-        services.pv_delete(pv_id=pv_id)
+        services.pv_delete(pv_id=pv_id, actor=audit.actor_of(request))
         return Response(True)
+
+
+class PVRestorePolicyView(APIView):
+    """PUT: the restore stage and/or completion timeout of every PV of a tag (issue 18)."""
+
+    @extend_schema(request=RestorePolicySerializer, responses=RestorePolicyOutSerializer)
+    def put(self, request: Request) -> Response:
+        data = valid(RestorePolicySerializer(data=request.data)).validated_data
+        count = services.pv_restore_policy_set(
+            tag_id=data["tagId"],
+            restore_stage=data.get("restoreStage"),
+            completion_timeout=data.get("completionTimeout"),
+            actor=audit.actor_of(request),
+        )
+        return Response({"tagId": str(data["tagId"]), "updated": count})
 
 
 class PVSearchView(APIView):

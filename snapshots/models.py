@@ -179,6 +179,8 @@ class PlanAction(models.IntegerChoices):
     SKIP_READ_ONLY = 3, "skip-read-only"
     SKIP_NO_VALUE = 4, "skip-no-value"
     DISCONNECTED = 5, "disconnected"
+    # Outside the tags the plan's maker may restore (issue 18): never written.
+    SKIP_NOT_PERMITTED = 6, "skip-not-permitted"
 
 
 class Outcome(models.IntegerChoices):
@@ -198,6 +200,7 @@ class Outcome(models.IntegerChoices):
     # The setpoint was written and verified; its readback differs (beyond the PV's tolerance
     # after the settle time, or, with no tolerance, at once). A success with a warning.
     READBACK_DIFFERS = 12, "readback-differs"
+    SKIPPED_NOT_PERMITTED = 13, "skipped-not-permitted"  # outside the restorer's tags
 
 
 class RestorePlan(BaseModel):
@@ -210,6 +213,13 @@ class RestorePlan(BaseModel):
     total = models.PositiveIntegerField(default=0)
     counts = models.JSONField(default=dict, blank=True)  # action label -> count
     elapsed = models.FloatField(default=0.0)  # seconds it took to compute
+    # Approval (issue 18): a plan made without the restore scope waits for one who has it.
+    needs_approval = models.BooleanField(default=False)
+    approved_by = models.CharField(max_length=255, null=True, blank=True)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    # Tag ids the maker may restore (null: all); items outside are skip-not-permitted.
+    permitted_tag_ids = ArrayField(models.UUIDField(), null=True, blank=True)
+    stages = models.JSONField(default=list, blank=True)  # [{stage, total, write}], ascending
 
     class Meta:
         db_table = "restore_plan"
@@ -244,6 +254,8 @@ class RestorePlanItem(models.Model):
     live = models.TextField(null=True)  # JSON of the live setpoint at planning
     delta = models.FloatField(null=True)  # |live - saved| for numeric scalars
     note = models.TextField(null=True)
+    stage = models.PositiveSmallIntegerField(default=0, db_default=0)  # the PV's restore stage
+    completion_timeout = models.FloatField(null=True)  # seconds; null: the default
 
     class Meta:
         db_table = "restore_plan_item"
@@ -301,6 +313,10 @@ class Restore(BaseModel):
     counts = models.JSONField(default=dict, blank=True)  # outcome label -> count
     timings = models.JSONField(default=dict, blank=True)  # phase -> seconds
     error = models.TextField(null=True, blank=True)
+    stop_on_failure = models.BooleanField(default=False)  # later stages not-attempted
+    # Tag ids the requester may restore (null: all): its plan marks the rest not permitted.
+    permitted_tag_ids = ArrayField(models.UUIDField(), null=True, blank=True)
+    stages = models.JSONField(default=list, blank=True)  # per stage: counts, start, end
 
     class Meta:
         db_table = "restore"
@@ -340,6 +356,7 @@ class RestoreOutcome(models.Model):
     setpoint_read = models.TextField(null=True)  # JSON of the setpoint read back
     readback_read = models.TextField(null=True)  # JSON of the readback read back
     error = models.TextField(null=True)
+    stage = models.PositiveSmallIntegerField(default=0, db_default=0)
 
     class Meta:
         db_table = "restore_outcome"

@@ -50,6 +50,11 @@ urlpatterns = [
         restore_views.RestorePlanExecuteView.as_view(),
         name="restore-plan-execute",
     ),
+    path(
+        "restore-plans/<str:plan_id>/approve",
+        restore_views.RestorePlanApproveView.as_view(),
+        name="restore-plan-approve",
+    ),
     path("restores", restore_views.RestoreListView.as_view(), name="restore-list"),
     path(
         "restores/<str:restore_id>",

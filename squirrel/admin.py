@@ -15,13 +15,21 @@ from django.template.response import TemplateResponse
 from squirrel import services
 from squirrel.auth import staff_name
 from squirrel.exceptions import SquirrelError
-from squirrel.models import ApiKey, AuditEvent
+from squirrel.models import ApiKey, AuditEvent, UserRestoreLimit
 
 if TYPE_CHECKING:
     from django.contrib.admin.options import _FieldGroups
 
-SCOPES = ("read_access", "write_access", "admin_access")
-SHOWN = ["id", "app_name", *SCOPES, "is_active", "created_by", "created_at"]
+SCOPES = ("read_access", "write_access", "restore_access", "admin_access")
+SHOWN = [
+    "id",
+    "app_name",
+    *SCOPES,
+    "restore_tag_ids",
+    "is_active",
+    "created_by",
+    "created_at",
+]
 
 
 @admin.register(ApiKey)
@@ -36,7 +44,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> _FieldGroups:
         if obj is None:
-            return ["app_name", *SCOPES]
+            return ["app_name", *SCOPES, "restore_tag_ids"]
         return [*SHOWN]
 
     def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
@@ -53,6 +61,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
             read_access=obj.read_access,
             write_access=obj.write_access,
             admin_access=obj.admin_access,
+            restore_access=obj.restore_access,
+            restore_tag_ids=obj.restore_tag_ids,
             created_by=staff_name(request.user),
         )
         for field in ("id", "token_hash", "is_active", "created_by", "created_at", "updated_at"):
@@ -85,7 +95,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
         done = 0
         for key in queryset.filter(is_active=True):
             try:
-                services.api_key_deactivate(key_id=str(key.pk), current_key_id=None)
+                services.api_key_deactivate(
+                    key_id=str(key.pk), current_key_id=None, actor=staff_name(request.user)
+                )
                 done += 1
             except SquirrelError as exc:
                 self.message_user(request, exc.message, messages.ERROR)
@@ -111,3 +123,11 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(UserRestoreLimit)
+class UserRestoreLimitAdmin(admin.ModelAdmin):
+    """The tags a staff user's restores may write (no row: every PV)."""
+
+    list_display = ("user", "tag_ids")
+    raw_id_fields = ("user",)

@@ -16,14 +16,18 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from squirrel import services
+from squirrel.audit import actor_of
 from squirrel.auth import created_by, request_principal
 from squirrel.http import body_object, query_data, validated
 from squirrel.models import ApiKey
 
+RESTORE_HELP = "may write the machine: restore, execute and approve restore plans, revert"
+
 
 def api_key_dto(key: ApiKey) -> dict[str, Any]:
     """ApiKeyDTO: ``{id, appName, isActive, readAccess, writeAccess, createdAt, updatedAt}``,
-    and as extra keys ``adminAccess`` and ``createdBy`` (null for keys older than it)."""
+    and as extra keys ``adminAccess``, ``restoreAccess``, ``restoreTagIds`` (null: every PV)
+    and ``createdBy`` (null for keys older than it)."""
     return {
         "id": str(key.pk),
         "appName": key.app_name,
@@ -31,6 +35,8 @@ def api_key_dto(key: ApiKey) -> dict[str, Any]:
         "readAccess": key.read_access,
         "writeAccess": key.write_access,
         "adminAccess": key.admin_access,
+        "restoreAccess": key.restore_access,
+        "restoreTagIds": [str(t) for t in key.restore_tag_ids] if key.restore_tag_ids else None,
         "createdBy": key.created_by,
         "createdAt": key.created_at.isoformat(),
         "updatedAt": key.updated_at.isoformat(),
@@ -45,6 +51,14 @@ class ApiKeyCreateSerializer(serializers.Serializer):
     writeAccess = serializers.BooleanField()
     adminAccess = serializers.BooleanField(
         default=False, help_text="may create and deactivate API keys"
+    )
+    restoreAccess = serializers.BooleanField(default=False, help_text=RESTORE_HELP)
+    restoreTagIds = serializers.ListField(
+        child=serializers.UUIDField(),
+        required=False,
+        allow_null=True,
+        allow_empty=False,
+        help_text="restore only PVs carrying one of these tags (absent or null: every PV)",
     )
 
 
@@ -69,6 +83,8 @@ class ApiKeyOutSerializer(serializers.Serializer):
     readAccess = serializers.BooleanField()
     writeAccess = serializers.BooleanField()
     adminAccess = serializers.BooleanField()
+    restoreAccess = serializers.BooleanField(help_text=RESTORE_HELP)
+    restoreTagIds = serializers.ListField(child=serializers.UUIDField(), allow_null=True)
     createdBy = serializers.CharField(allow_null=True)
     createdAt = serializers.DateTimeField()
     updatedAt = serializers.DateTimeField()
@@ -112,6 +128,8 @@ class ApiKeyListView(APIView):
             read_access=data["readAccess"],
             write_access=data["writeAccess"],
             admin_access=data["adminAccess"],
+            restore_access=data["restoreAccess"],
+            restore_tag_ids=data.get("restoreTagIds"),
             created_by=created_by(request),
         )
         return Response({**api_key_dto(created.key), "token": created.token})
@@ -140,5 +158,6 @@ class ApiKeyDetailView(APIView):
             key_id=key_id,
             current_key_id=principal.api_key_id if principal is not None else None,
             force=_query(request, ApiKeyDeleteQuerySerializer)["force"],
+            actor=actor_of(request),
         )
         return Response(api_key_dto(key))

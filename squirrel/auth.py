@@ -4,7 +4,12 @@ A request is authenticated by an ``X-API-Key`` header (or ``?api_key=`` on WebSo
 a Django staff session. Without either, ``SQUIRREL_ANONYMOUS_ACCESS`` decides. GET needs read
 scope, other methods write scope, except where a view sets ``required_scope``.
 
-The third scope, ``admin``, is for managing API keys (creating and deactivating them): staff
+The scope ``restore`` writes the machine (restore, plan execute, approve, revert; issue 18):
+keys created with it, staff users with the ``squirrel.restore_machine`` permission (the
+"Restorers" group), and anonymous callers under ``SQUIRREL_ANONYMOUS_ACCESS=restore``.
+``write`` no longer includes it. A restorer may be limited to tags (``restore_tag_ids``).
+
+The scope ``admin``, is for managing API keys (creating and deactivating them): staff
 users and keys created with it have it; an anonymous caller never does, whatever
 ``SQUIRREL_ANONYMOUS_ACCESS`` says, so a key can never outlive the anonymous access it was
 made under.
@@ -12,6 +17,7 @@ made under.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -25,7 +31,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.permissions import BasePermission
 
-from squirrel.models import ApiKey, hash_token
+from squirrel.models import RESTORE_PERMISSION, ApiKey, UserRestoreLimit, hash_token
 
 MISSING_KEY = "Missing or deactivated API key"
 ANONYMOUS = "anonymous"  # the name of a caller without a key (under SQUIRREL_ANONYMOUS_ACCESS)
@@ -43,10 +49,16 @@ class Principal:
     staff: bool = False
     api_key_id: str | None = None
     is_authenticated: bool = True
+    # Writing the machine (restore, plan execute, approve, revert): a scope of its own.
+    restore: bool = False
+    # Tag ids this caller's restores may write (None: every PV).
+    restore_tag_ids: tuple[uuid.UUID, ...] | None = None
 
     def allows(self, scope: str) -> bool:
         if scope == "admin":
             return self.admin
+        if scope == "restore":
+            return self.restore
         return self.write if scope == "write" else self.read
 
 
@@ -59,14 +71,27 @@ def anonymous_principal() -> Principal | None:
     level = settings.ANONYMOUS_ACCESS
     if level == "none":
         return None
-    return Principal(name=ANONYMOUS, read=True, write=level == "write")
+    return Principal(
+        name=ANONYMOUS,
+        read=True,
+        write=level in ("write", "restore"),
+        restore=level == "restore",
+    )
 
 
 def principal_for_token(token: str) -> Principal | None:
     """The active key with this token, as a Principal, or None."""
     key = (
         ApiKey.objects.filter(token_hash=hash_token(token), is_active=True)
-        .only("id", "app_name", "read_access", "write_access", "admin_access")
+        .only(
+            "id",
+            "app_name",
+            "read_access",
+            "write_access",
+            "admin_access",
+            "restore_access",
+            "restore_tag_ids",
+        )
         .first()
     )
     if key is None:
@@ -77,6 +102,8 @@ def principal_for_token(token: str) -> Principal | None:
         write=key.write_access,
         admin=key.admin_access,
         api_key_id=str(key.id),
+        restore=key.restore_access,
+        restore_tag_ids=tuple(key.restore_tag_ids) if key.restore_tag_ids else None,
     )
 
 
@@ -158,10 +185,26 @@ class ScopePermission(BasePermission):
 
 
 def staff_principal(user: Any) -> Principal | None:
-    """A logged-in staff user as a Principal (read, write, admin), or None for anyone else."""
+    """A logged-in staff user as a Principal (read, write, admin; restore with the Django
+    permission ``squirrel.restore_machine``, e.g. through the "Restorers" group, limited to
+    the tags of its ``UserRestoreLimit`` if it has one), or None for anyone else."""
     if user is None or not user.is_authenticated or not user.is_staff:
         return None
-    return Principal(name=staff_name(user), read=True, write=True, admin=True, staff=True)
+    restore = user.has_perm(RESTORE_PERMISSION)
+    limit = (
+        UserRestoreLimit.objects.filter(user_id=user.pk).values_list("tag_ids", flat=True).first()
+        if restore
+        else None
+    )
+    return Principal(
+        name=staff_name(user),
+        read=True,
+        write=True,
+        admin=True,
+        staff=True,
+        restore=restore,
+        restore_tag_ids=tuple(limit) if limit is not None else None,
+    )
 
 
 # --- long-lived connections (live.consumers, live.fanout) ---------------------------------------

@@ -41,6 +41,13 @@ class Conflict(SquirrelError):
     status = 409
 
 
+class NotPermitted(SquirrelError):
+    """The caller may not do this (a scope or a tag it lacks): 401, as the contract answers a
+    missing scope (§1.6)."""
+
+    status = 401
+
+
 class BadRequest(SquirrelError):
     status = 400
 

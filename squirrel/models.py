@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
 
@@ -40,6 +41,18 @@ class ApiKey(BaseModel):
     admin_access = models.BooleanField(
         default=False, help_text="may create and deactivate API keys"
     )
+    restore_access = models.BooleanField(
+        default=False,
+        help_text="may write the machine: restore, execute and approve plans, revert",
+    )
+    # Tag ids a restore by this key may write (null: every PV). Plain ids, not a relation: the
+    # tags app sits above this one (restore plans mark the rest skipped-not-permitted).
+    restore_tag_ids = ArrayField(
+        models.UUIDField(),
+        null=True,
+        blank=True,
+        help_text="restore only PVs carrying one of these tags (empty: every PV)",
+    )
     created_by = models.CharField(
         max_length=255,
         null=True,
@@ -52,6 +65,10 @@ class ApiKey(BaseModel):
         db_table = "api_key"
         ordering = ["app_name", "created_at"]
         verbose_name = "API key"
+        permissions = [
+            # Staff users restore only with this (the "Restorers" group, migration 0004).
+            ("restore_machine", "Can write the machine: restore, execute and approve plans"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["app_name"],
@@ -70,8 +87,13 @@ class ApiKey(BaseModel):
 
     @property
     def scope_letters(self) -> str:
-        """``r``, ``w`` and ``a`` (admin) for the scopes the key has."""
-        granted = (("r", self.read_access), ("w", self.write_access), ("a", self.admin_access))
+        """``r``, ``w``, ``x`` (restore) and ``a`` (admin) for the scopes the key has."""
+        granted = (
+            ("r", self.read_access),
+            ("w", self.write_access),
+            ("x", self.restore_access),
+            ("a", self.admin_access),
+        )
         return "".join(letter for letter, on in granted if on)
 
 
@@ -105,3 +127,20 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.kind} {self.object_id}".rstrip()
+
+
+RESTORERS_GROUP = "Restorers"
+RESTORE_PERMISSION = "squirrel.restore_machine"
+
+
+class UserRestoreLimit(models.Model):
+    """The tags a staff user's restores may write (no row: every PV)."""
+
+    user = models.OneToOneField("auth.User", on_delete=models.CASCADE, related_name="restore_limit")
+    tag_ids = ArrayField(models.UUIDField(), help_text="ids of the tags this user may restore")
+
+    class Meta:
+        db_table = "user_restore_limit"
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {len(self.tag_ids)} tags"

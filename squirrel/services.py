@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 
+from squirrel import audit
+from squirrel.auth import ANONYMOUS
 from squirrel.exceptions import Conflict, NotFound
 from squirrel.models import TOKEN_PREFIX, ApiKey, hash_token
 
@@ -35,6 +37,8 @@ def api_key_create(
     read_access: bool,
     write_access: bool,
     admin_access: bool = False,
+    restore_access: bool = False,
+    restore_tag_ids: list[uuid.UUID] | None = None,
     created_by: str | None,
 ) -> CreatedApiKey:
     """Create an active key, recording who made it (``api-key:<name>``, ``user:<name>``,
@@ -53,15 +57,34 @@ def api_key_create(
         read_access=read_access,
         write_access=write_access,
         admin_access=admin_access,
+        restore_access=restore_access,
+        restore_tag_ids=list(restore_tag_ids) if restore_tag_ids else None,
         created_by=created_by,
     )
     key.full_clean(validate_constraints=False)
     try:
         with transaction.atomic():
             key.save()
+            audit.record(
+                created_by or ANONYMOUS,
+                "apikey.create",
+                key,
+                summary=app_name,
+                after=api_key_fields(key),
+            )
     except IntegrityError:  # a concurrent create of the same name won the race
         raise duplicate from None
     return CreatedApiKey(key=key, token=token)
+
+
+def api_key_fields(key: ApiKey) -> dict[str, object]:
+    """A key's name and scopes as its audit records show them (never its hash)."""
+    return {
+        "appName": key.app_name,
+        "scopes": key.scope_letters,
+        "restoreTagIds": [str(t) for t in key.restore_tag_ids or []] or None,
+        "isActive": key.is_active,
+    }
 
 
 def api_key_get(*, key_id: str) -> ApiKey:
@@ -72,7 +95,9 @@ def api_key_get(*, key_id: str) -> ApiKey:
         raise NotFound(f"API key {key_id} not found") from None
 
 
-def api_key_deactivate(*, key_id: str, current_key_id: str | None, force: bool = False) -> ApiKey:
+def api_key_deactivate(
+    *, key_id: str, current_key_id: str | None, force: bool = False, actor: str | None = None
+) -> ApiKey:
     """Deactivate a key (soft delete). Conflict (409) when it is already inactive, or when it
     is the key authenticating this request and ``force`` is not set."""
     with transaction.atomic():
@@ -84,4 +109,12 @@ def api_key_deactivate(*, key_id: str, current_key_id: str | None, force: bool =
             raise Conflict("Cannot deactivate the API key currently used for authentication")
         key.is_active = False
         key.save(update_fields=["is_active", "updated_at"])
+        audit.record(
+            actor or audit.system("internal"),
+            "apikey.deactivate",
+            key,
+            summary=key.app_name,
+            before={"isActive": True},
+            after={"isActive": False},
+        )
     return key

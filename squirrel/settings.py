@@ -209,7 +209,9 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS = None
 
 # --- API ---------------------------------------------------------------------------------------
 API_ENVELOPE = env_bool("SQUIRREL_API_ENVELOPE", True)
-ANONYMOUS_ACCESS = env_choice("SQUIRREL_ANONYMOUS_ACCESS", "read", ("none", "read", "write"))
+ANONYMOUS_ACCESS = env_choice(
+    "SQUIRREL_ANONYMOUS_ACCESS", "read", ("none", "read", "write", "restore")
+)
 INSTANCE_ID = env_str("SQUIRREL_INSTANCE_ID", "") or os.urandom(4).hex()
 
 REST_FRAMEWORK = {

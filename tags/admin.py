@@ -8,7 +8,37 @@ from django.contrib import admin
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
+from squirrel import audit
+from squirrel.auth import staff_name
 from tags.models import Tag, TagGroup
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Every change made in this admin is also an audit event (Django's own log calls these
+    after each save or deletion, inlines included)."""
+
+    def _audit(self, request: HttpRequest, verb: str, obj: Any, message: Any) -> None:
+        name = obj._meta.model_name
+        audit.record(
+            staff_name(request.user),
+            f"{name}.{verb}",
+            obj,
+            summary=str(obj),
+            detail={"admin": str(message)} if message else {},
+        )
+
+    def log_addition(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        self._audit(request, "create", obj, message)
+        return super().log_addition(request, obj, message)
+
+    def log_change(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        self._audit(request, "update", obj, message)
+        return super().log_change(request, obj, message)
+
+    def log_deletions(self, request: HttpRequest, queryset: Any) -> Any:
+        for obj in queryset:
+            self._audit(request, "delete", obj, "")
+        return super().log_deletions(request, queryset)
 
 
 class TagInline(admin.TabularInline):
@@ -19,7 +49,7 @@ class TagInline(admin.TabularInline):
 
 
 @admin.register(TagGroup)
-class TagGroupAdmin(admin.ModelAdmin):
+class TagGroupAdmin(AuditedAdmin):
     """Groups with their tags edited inline."""
 
     list_display = ("name", "description", "tag_count", "updated_at")
@@ -36,7 +66,7 @@ class TagGroupAdmin(admin.ModelAdmin):
 
 
 @admin.register(Tag)
-class TagAdmin(admin.ModelAdmin):
+class TagAdmin(AuditedAdmin):
     """Tags; ``search_fields`` serve the PV page's tag autocomplete."""
 
     list_display = ("name", "group", "description", "pv_count")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 
+from squirrel import audit
 from squirrel.exceptions import Conflict, NotFound
 from tags.models import Tag, TagGroup
 
@@ -38,6 +39,14 @@ def _tag_get(*, group_id: uuid.UUID | str, tag_id: uuid.UUID | str) -> Tag:
         raise NotFound(f"Tag {tag_id} not found in group {group_id}") from None
 
 
+def _actor(actor: str | None) -> str:
+    return actor or audit.system("internal")
+
+
+def _fields(obj: TagGroup | Tag) -> dict[str, str | None]:
+    return {"name": obj.name, "description": obj.description}
+
+
 def _check_group_name(name: str, *, exclude: uuid.UUID | None = None) -> None:
     qs = TagGroup.objects.filter(name__iexact=name)
     if exclude is not None:
@@ -55,21 +64,29 @@ def _check_tag_name(group: TagGroup, name: str, *, exclude: uuid.UUID | None = N
 
 
 @transaction.atomic
-def tag_group_create(*, name: str, description: str | None = None) -> TagGroup:
+def tag_group_create(
+    *, name: str, description: str | None = None, actor: str | None = None
+) -> TagGroup:
     """Create an empty group; 409 when the name exists in any case."""
     _check_group_name(name)
     group = TagGroup(name=name, description=description)
     group.full_clean(validate_unique=False)
     group.save()
+    audit.record(_actor(actor), "taggroup.create", group, summary=name, after=_fields(group))
     return group
 
 
 @transaction.atomic
 def tag_group_update(
-    *, group_id: uuid.UUID | str, name: str | None = None, description: str | None = None
+    *,
+    group_id: uuid.UUID | str,
+    name: str | None = None,
+    description: str | None = None,
+    actor: str | None = None,
 ) -> TagGroup:
     """Rename and/or describe a group; ``None`` leaves a field unchanged."""
     group = tag_group_get(group_id=group_id)
+    old = _fields(group)
     if name is not None and name != group.name:
         _check_group_name(name, exclude=group.pk)
         group.name = name
@@ -77,13 +94,25 @@ def tag_group_update(
         group.description = description
     group.full_clean(validate_unique=False)
     group.save()
+    before, after = audit.changes(old, _fields(group))
+    audit.record(
+        _actor(actor), "taggroup.update", group, summary=group.name, before=before, after=after
+    )
     return group
 
 
 @transaction.atomic
-def tag_group_delete(*, group_id: uuid.UUID | str) -> None:
+def tag_group_delete(*, group_id: uuid.UUID | str, actor: str | None = None) -> None:
     """Delete a group, its tags and their PV links (cascade)."""
-    tag_group_get(group_id=group_id).delete()
+    group = tag_group_get(group_id=group_id)
+    audit.record(
+        _actor(actor),
+        "taggroup.delete",
+        group,
+        summary=group.name,
+        before={**_fields(group), "tags": sorted(group.tags.values_list("name", flat=True))},
+    )
+    group.delete()
 
 
 @transaction.atomic
@@ -93,6 +122,7 @@ def tag_create(
     name: str,
     description: str | None = None,
     skip_duplicates: bool = False,
+    actor: str | None = None,
 ) -> tuple[TagGroup, bool]:
     """Add a tag to a group; returns (group, was_created). 409 on a duplicate name unless
     ``skip_duplicates``."""
@@ -103,6 +133,9 @@ def tag_create(
     tag = Tag(group=group, name=name, description=description)
     tag.full_clean(validate_unique=False)
     tag.save()
+    audit.record(
+        _actor(actor), "tag.create", tag, summary=f"{group.name}: {name}", after=_fields(tag)
+    )
     group.updated_at = tag.created_at
     TagGroup.objects.filter(pk=group.pk).update(updated_at=group.updated_at)
     return group, True
@@ -115,9 +148,11 @@ def tag_update(
     tag_id: uuid.UUID | str,
     name: str | None = None,
     description: str | None = None,
+    actor: str | None = None,
 ) -> TagGroup:
     """Rename and/or describe a tag; ``None`` leaves a field unchanged. Returns the group."""
     tag = _tag_get(group_id=group_id, tag_id=tag_id)
+    old = _fields(tag)
     if name is not None and name != tag.name:
         _check_tag_name(tag.group, name, exclude=tag.pk)
         tag.name = name
@@ -125,20 +160,31 @@ def tag_update(
         tag.description = description
     tag.full_clean(validate_unique=False)
     tag.save()
+    before, after = audit.changes(old, _fields(tag))
+    audit.record(_actor(actor), "tag.update", tag, summary=tag.name, before=before, after=after)
     return tag.group
 
 
 @transaction.atomic
-def tag_delete(*, group_id: uuid.UUID | str, tag_id: uuid.UUID | str) -> TagGroup:
+def tag_delete(
+    *, group_id: uuid.UUID | str, tag_id: uuid.UUID | str, actor: str | None = None
+) -> TagGroup:
     """Delete a tag (and its PV links). Returns the group."""
     tag = _tag_get(group_id=group_id, tag_id=tag_id)
     group = tag.group
+    audit.record(
+        _actor(actor),
+        "tag.delete",
+        tag,
+        summary=f"{group.name}: {tag.name}",
+        before={**_fields(tag), "pvs": tag.pvs.count()},
+    )
     tag.delete()
     return group
 
 
 @transaction.atomic
-def tags_bulk_create(*, groups: dict[str, list[str]]) -> BulkResult:
+def tags_bulk_create(*, groups: dict[str, list[str]], actor: str | None = None) -> BulkResult:
     """Create missing groups and tags by name; existing tags are skipped with a warning."""
     result = BulkResult()
     for group_name, tag_names in groups.items():
@@ -159,6 +205,16 @@ def tags_bulk_create(*, groups: dict[str, list[str]]) -> BulkResult:
             new.append(Tag(group=group, name=tag_name))
         Tag.objects.bulk_create(new)
         result.tags_created += len(new)
+    audit.record(
+        _actor(actor),
+        "tag.create_many",
+        summary=f"{result.groups_created} groups, {result.tags_created} tags created",
+        detail={
+            "groupsCreated": result.groups_created,
+            "tagsCreated": result.tags_created,
+            "tagsSkipped": result.tags_skipped,
+        },
+    )
     return result
 
 

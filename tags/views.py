@@ -8,6 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from squirrel.audit import actor_of
 from squirrel.http import validated
 from tags import services
 from tags.serializers import (
@@ -34,7 +35,9 @@ class TagGroupListView(APIView):
 
     @extend_schema(request=TagGroupCreateSerializer, responses=TagGroupOutSerializer)
     def post(self, request: Request) -> Response:
-        group = services.tag_group_create(**validated(TagGroupCreateSerializer(data=request.data)))
+        group = services.tag_group_create(
+            **validated(TagGroupCreateSerializer(data=request.data)), actor=actor_of(request)
+        )
         return Response(tag_group_dto(group))
 
 
@@ -48,14 +51,18 @@ class TagGroupDetailView(APIView):
     @extend_schema(request=TagGroupUpdateSerializer, responses=TagGroupOutSerializer)
     def put(self, request: Request, group_id: str) -> Response:
         data = validated(TagGroupUpdateSerializer(data=request.data))
-        return Response(tag_group_dto(services.tag_group_update(group_id=group_id, **data)))
+        return Response(
+            tag_group_dto(
+                services.tag_group_update(group_id=group_id, **data, actor=actor_of(request))
+            )
+        )
 
     @extend_schema(
         parameters=[OpenApiParameter("force", bool, required=False)],
         responses={200: OpenApiTypes.BOOL},  # the contract answers 200 true, never 204
     )
     def delete(self, request: Request, group_id: str) -> Response:
-        services.tag_group_delete(group_id=group_id)
+        services.tag_group_delete(group_id=group_id, actor=actor_of(request))
         return Response(True)
 
 
@@ -71,7 +78,7 @@ class TagListView(APIView):
         services.tag_group_get(group_id=group_id)
         data = validated(TagCreateSerializer(data=request.data))
         query = validated(TagCreateQuerySerializer(data=request.query_params), "query")
-        group, _ = services.tag_create(group_id=group_id, **data, **query)
+        group, _ = services.tag_create(group_id=group_id, **data, **query, actor=actor_of(request))
         return Response(tag_group_dto(group))
 
 
@@ -81,12 +88,14 @@ class TagDetailView(APIView):
     @extend_schema(request=TagUpdateSerializer, responses=TagGroupOutSerializer)
     def put(self, request: Request, group_id: str, tag_id: str) -> Response:
         data = validated(TagUpdateSerializer(data=request.data))
-        group = services.tag_update(group_id=group_id, tag_id=tag_id, **data)
+        group = services.tag_update(
+            group_id=group_id, tag_id=tag_id, **data, actor=actor_of(request)
+        )
         return Response(tag_group_dto(group))
 
     @extend_schema(responses={200: TagGroupOutSerializer})  # 200 with a body, never 204
     def delete(self, request: Request, group_id: str, tag_id: str) -> Response:
-        group = services.tag_delete(group_id=group_id, tag_id=tag_id)
+        group = services.tag_delete(group_id=group_id, tag_id=tag_id, actor=actor_of(request))
         return Response(tag_group_dto(group))
 
 
@@ -95,7 +104,9 @@ class TagBulkView(APIView):
 
     @extend_schema(request=TagsBulkSerializer, responses=TagsBulkOutSerializer)
     def post(self, request: Request) -> Response:
-        result = services.tags_bulk_create(**validated(TagsBulkSerializer(data=request.data)))
+        result = services.tags_bulk_create(
+            **validated(TagsBulkSerializer(data=request.data)), actor=actor_of(request)
+        )
         return Response(
             {
                 "groupsCreated": result.groups_created,

@@ -10,6 +10,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -77,7 +78,15 @@ def api() -> APIClient:
     return APIClient()
 
 
-def make_key(name: str, *, read: bool, write: bool, admin: bool = False) -> tuple[ApiKey, str]:
+def make_key(
+    name: str,
+    *,
+    read: bool,
+    write: bool,
+    admin: bool = False,
+    restore: bool = False,
+    restore_tag_ids: list[Any] | None = None,
+) -> tuple[ApiKey, str]:
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey.objects.create(
         app_name=name,
@@ -85,6 +94,8 @@ def make_key(name: str, *, read: bool, write: bool, admin: bool = False) -> tupl
         read_access=read,
         write_access=write,
         admin_access=admin,
+        restore_access=restore,
+        restore_tag_ids=restore_tag_ids,
     )
     return key, token
 

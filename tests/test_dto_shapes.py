@@ -20,7 +20,7 @@ from pvs.serializers import PVElementOutSerializer, pv_element
 from snapshots import compare
 from snapshots.models import Outcome, Restore, RestoreOutcome
 from snapshots.restore.plan import restore_plan_create
-from snapshots.restore.records import outcome_rows, plan_items_rows
+from snapshots.restore.records import outcome_rows, plan_items_rows, summary_store
 from snapshots.restore.request import restore_plan_execute_request
 from snapshots.restore.selection import Selection
 from snapshots.restore.serializers import (
@@ -30,6 +30,7 @@ from snapshots.restore.serializers import (
     RestorePlanItemOutSerializer,
     RestorePlanOutSerializer,
     RestoreResultOutSerializer,
+    RestoreStageOutSerializer,
     job_created_dto,
     outcome_json,
     plan_dto,
@@ -45,8 +46,10 @@ from snapshots.serializers import (
     value_row_json,
 )
 from snapshots.storage import snapshot_value_rows
+from squirrel import audit
 from squirrel.apikey_views import ApiKeyOutSerializer, api_key_dto
-from squirrel.models import ApiKey
+from squirrel.audit_views import AUDIT_COLUMNS, AuditEventOutSerializer, audit_event_dto
+from squirrel.models import ApiKey, AuditEvent
 from tags.models import Tag, TagGroup
 from tags.serializers import (
     TagGroupOutSerializer,
@@ -114,6 +117,9 @@ def test_catalog_tags_jobs_and_keys(catalog):
     assert_shape(job_dto(job), JobOutSerializer())
     key = ApiKey.objects.create(app_name="shapes", token_hash="0" * 64, read_access=True)
     assert_shape(api_key_dto(key), ApiKeyOutSerializer())
+    audit.record("cli:op", "pv.update", catalog["pv"], before={"a": 1}, after={"a": 2})
+    row = AuditEvent.objects.values_list(*AUDIT_COLUMNS).first()
+    assert_shape(audit_event_dto(row), AuditEventOutSerializer())
 
 
 def test_snapshots_values_and_compare(catalog):
@@ -154,6 +160,9 @@ def test_restore_plans_restores_and_outcomes(catalog, redis_client):
     )
     Restore.objects.filter(pk=restore.pk).update(failure_count=1)
     restore.refresh_from_db()
+    summary_store(restore)
+    assert restore.stages and restore.stages[0]["stage"] == 0
+    assert_shape(restore.stages[0], RestoreStageOutSerializer())
     result = restore_result_dto(restore)
     assert len(result["failures"]) == 1
     assert_shape(result, RestoreResultOutSerializer())

@@ -11,11 +11,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from pvs import hooks
 from pvs.models import PV
+from squirrel import audit
 from squirrel.exceptions import Conflict, NotFound
 from tags.models import Tag
 
@@ -33,6 +34,37 @@ def catalog_changed() -> None:
     """Tell the layers above (the monitor reloads) that the catalog changed, once the current
     transaction commits."""
     transaction.on_commit(_announce)
+
+
+def _actor(actor: str | None) -> str:
+    """Who a catalog write is recorded as: the caller's audit name, else an internal write."""
+    return actor or audit.system("internal")
+
+
+AUDITED = (
+    "setpoint_address",
+    "readback_address",
+    "config_address",
+    "device",
+    "description",
+    "abs_tolerance",
+    "rel_tolerance",
+    "read_only",
+    "restore_stage",
+    "completion_timeout",
+)
+
+
+def pv_fields(pv: PV) -> dict[str, Any]:
+    """A PV's fields as its audit record shows them (tags as sorted id strings)."""
+    out: dict[str, Any] = {name: getattr(pv, name) for name in AUDITED}
+    out["tags"] = sorted(str(t) for t in pv.tags.values_list("pk", flat=True))
+    return out
+
+
+def _timeout(value: float | None) -> float | None:
+    """A completion timeout as stored: 0 (or none) means the default, stored as null."""
+    return value if value else None
 
 
 def _clean_address(value: str | None) -> str | None:
@@ -78,6 +110,8 @@ class NewPV:
     abs_tolerance: float = 0.0
     rel_tolerance: float = 0.0
     read_only: bool = False
+    restore_stage: int = 0
+    completion_timeout: float | None = None
     tag_ids: list[uuid.UUID] = field(default_factory=list)
 
 
@@ -92,7 +126,10 @@ def pv_create(
     abs_tolerance: float = 0.0,
     rel_tolerance: float = 0.0,
     read_only: bool = False,
+    restore_stage: int = 0,
+    completion_timeout: float | None = None,
     tag_ids: Sequence[uuid.UUID] = (),
+    actor: str | None = None,
 ) -> PV:
     """Create one PV; 409 on an empty or duplicate setpoint or an unknown tag id."""
     sp, rb, cfg = (_clean_address(a) for a in (setpoint_address, readback_address, config_address))
@@ -113,6 +150,8 @@ def pv_create(
         abs_tolerance=abs_tolerance,
         rel_tolerance=rel_tolerance,
         read_only=read_only,
+        restore_stage=restore_stage,
+        completion_timeout=_timeout(completion_timeout),
     )
     pv.full_clean(validate_unique=False, validate_constraints=False)
     try:
@@ -123,6 +162,7 @@ def pv_create(
         raise Conflict(message) from None
     # django-stubs only allows int raw pks in related-manager sets; Tag pks are UUIDs
     pv.tags.set(cast("list[Any]", tags))
+    audit.record(_actor(actor), "pv.create", pv, summary=pv.name, after=pv_fields(pv))
     catalog_changed()
     return pv
 
@@ -132,7 +172,7 @@ def _some(values: Iterable[str]) -> list[str]:
 
 
 @transaction.atomic
-def pv_create_many(*, items: Sequence[NewPV]) -> list[PV]:
+def pv_create_many(*, items: Sequence[NewPV], actor: str | None = None) -> list[PV]:
     """Create many PVs, all or nothing; unknown tag ids are dropped (contract §2.3 multi)."""
     pvs: list[PV] = []
     links: list[tuple[int, uuid.UUID]] = []
@@ -166,6 +206,8 @@ def pv_create_many(*, items: Sequence[NewPV]) -> list[PV]:
                 abs_tolerance=item.abs_tolerance,
                 rel_tolerance=item.rel_tolerance,
                 read_only=item.read_only,
+                restore_stage=item.restore_stage,
+                completion_timeout=_timeout(item.completion_timeout),
                 created_at=now,
                 updated_at=now,
             )
@@ -181,6 +223,12 @@ def pv_create_many(*, items: Sequence[NewPV]) -> list[PV]:
     copy_pvs([getattr(pv, c) for c in COPY_COLUMNS] for pv in pvs)
     copy_links([(pvs[i].pk, t) for i, t in links])
     analyze_if_bulk(len(pvs))
+    audit.record(
+        _actor(actor),
+        "pv.create_many",
+        summary=f"{len(pvs)} PVs created",
+        detail={"created": len(pvs), "tagLinks": len(links)},
+    )
     catalog_changed()
     return pvs
 
@@ -205,63 +253,156 @@ def pv_update(
     abs_tolerance: float | None = None,
     rel_tolerance: float | None = None,
     read_only: bool | None = None,
+    restore_stage: int | None = None,
+    completion_timeout: float | None = None,
     tag_ids: Sequence[uuid.UUID] | None = None,
+    actor: str | None = None,
 ) -> PV:
-    """Change what may change; ``None`` leaves a field as it is, ``tag_ids`` replaces the set
-    (unknown ids dropped). Addresses and device never change here."""
+    """Change what may change; ``None`` leaves a field as it is (a completion timeout of 0
+    sets it back to the default), ``tag_ids`` replaces the set (unknown ids dropped).
+    Addresses and device never change here. Audited with the changed fields."""
     pv = pv_get(pv_id=pv_id, for_update=True)
+    old = pv_fields(pv)
     for name, value in (
         ("description", description),
         ("abs_tolerance", abs_tolerance),
         ("rel_tolerance", rel_tolerance),
         ("read_only", read_only),
+        ("restore_stage", restore_stage),
     ):
         if value is not None:
             setattr(pv, name, value)
+    if completion_timeout is not None:
+        pv.completion_timeout = _timeout(completion_timeout)
     pv.full_clean(validate_unique=False, validate_constraints=False)
     pv.save()
     if tag_ids is not None:
         known = Tag.objects.filter(pk__in=set(tag_ids)).values_list("pk", flat=True)
         # django-stubs only allows int raw pks in related-manager sets; Tag pks are UUIDs
         pv.tags.set(cast("Iterable[Any]", known))
+    before, after = audit.changes(old, pv_fields(pv))
+    audit.record(_actor(actor), "pv.update", pv, summary=pv.name, before=before, after=after)
     catalog_changed()
     return pv
 
 
 @transaction.atomic
-def pv_delete(*, pv_id: uuid.UUID | str) -> None:
+def pv_delete(*, pv_id: uuid.UUID | str, actor: str | None = None) -> None:
     """Delete a PV; its saved snapshot values stay (their pv becomes null)."""
-    pv_get(pv_id=pv_id, for_update=True).delete()
+    pv = pv_get(pv_id=pv_id, for_update=True)
+    audit.record(_actor(actor), "pv.delete", pv, summary=pv.name, before=pv_fields(pv))
+    pv.delete()
     catalog_changed()
 
 
 @transaction.atomic
-def pv_set_read_only(*, pv_ids: Sequence[uuid.UUID], read_only: bool) -> int:
-    """Mark many PVs read-only or writable; returns how many rows changed."""
+def pv_stage_set(
+    *, pv_ids: Sequence[uuid.UUID], restore_stage: int, actor: str | None = None
+) -> int:
+    """Put many PVs in one restore stage; how many changed (audited as one event)."""
     count = (
         PV.objects.filter(pk__in=pv_ids)
-        .exclude(read_only=read_only)
-        .update(read_only=read_only, updated_at=timezone.now())
+        .exclude(restore_stage=restore_stage)
+        .update(restore_stage=restore_stage, updated_at=timezone.now())
+    )
+    audit.record(
+        _actor(actor),
+        "pv.restore_policy",
+        summary=f"{count} PVs to restore stage {restore_stage}",
+        after={"restoreStage": restore_stage},
+        detail={"updated": count, "selected": len(pv_ids)},
     )
     catalog_changed()
     return count
 
 
 @transaction.atomic
-def pv_tag_add(*, pv_ids: Sequence[uuid.UUID], tag: Tag) -> int:
+def pv_restore_policy_set(
+    *,
+    tag_id: uuid.UUID,
+    restore_stage: int | None = None,
+    completion_timeout: float | None = None,
+    actor: str | None = None,
+) -> int:
+    """Set the restore stage and/or completion timeout (0: back to the default) of every PV
+    carrying a tag, in one statement; how many PVs changed. NotFound for an unknown tag."""
+    tag = Tag.objects.filter(pk=tag_id).first()
+    if tag is None:
+        raise NotFound(f"Tag {tag_id} not found")
+    changes: dict[str, Any] = {}
+    if restore_stage is not None:
+        changes["restore_stage"] = restore_stage
+    if completion_timeout is not None:
+        changes["completion_timeout"] = _timeout(completion_timeout)
+    differ = models.Q(pk__in=[])
+    if "restore_stage" in changes:
+        differ |= ~models.Q(restore_stage=changes["restore_stage"])
+    if "completion_timeout" in changes:
+        timeout = changes["completion_timeout"]
+        differ |= (
+            models.Q(completion_timeout__isnull=False)
+            if timeout is None
+            else models.Q(completion_timeout__isnull=True) | ~models.Q(completion_timeout=timeout)
+        )
+    qs = PV.objects.filter(pk__in=PV.tags.through.objects.filter(tag=tag).values("pv_id"))
+    count = qs.filter(differ).update(**changes, updated_at=timezone.now())
+    audit.record(
+        _actor(actor),
+        "pv.restore_policy",
+        tag,
+        summary=f"{count} PVs of tag {tag.name}",
+        after={
+            "restoreStage": changes.get("restore_stage"),
+            "completionTimeout": changes.get("completion_timeout"),
+        },
+        detail={"updated": count, "fields": sorted(changes)},
+    )
+    catalog_changed()
+    return count
+
+
+@transaction.atomic
+def pv_set_read_only(
+    *, pv_ids: Sequence[uuid.UUID], read_only: bool, actor: str | None = None
+) -> int:
+    """Mark many PVs read-only or writable; returns how many rows changed."""
+    count = (
+        PV.objects.filter(pk__in=pv_ids)
+        .exclude(read_only=read_only)
+        .update(read_only=read_only, updated_at=timezone.now())
+    )
+    audit.record(
+        _actor(actor),
+        "pv.update_many",
+        summary=f"{count} PVs marked {'read-only' if read_only else 'writable'}",
+        after={"read_only": read_only},
+        detail={"updated": count, "selected": len(pv_ids)},
+    )
+    catalog_changed()
+    return count
+
+
+@transaction.atomic
+def pv_tag_add(*, pv_ids: Sequence[uuid.UUID], tag: Tag, actor: str | None = None) -> int:
     """Attach a tag to many PVs; returns how many links were added."""
     through = PV.tags.through
     have = set(through.objects.filter(tag=tag, pv_id__in=pv_ids).values_list("pv_id", flat=True))
     new = [through(pv_id=p, tag_id=tag.pk) for p in pv_ids if p not in have]
     through.objects.bulk_create(new, batch_size=5000)
+    audit.record(
+        _actor(actor), "pv.tag_add", tag, summary=f"{len(new)} PVs", detail={"added": len(new)}
+    )
     catalog_changed()
     return len(new)
 
 
 @transaction.atomic
-def pv_tag_remove(*, pv_ids: Sequence[uuid.UUID], tag: Tag) -> int:
+def pv_tag_remove(*, pv_ids: Sequence[uuid.UUID], tag: Tag, actor: str | None = None) -> int:
     """Detach a tag from many PVs; returns how many links were removed."""
     count, _ = PV.tags.through.objects.filter(tag=tag, pv_id__in=pv_ids).delete()
+    audit.record(
+        _actor(actor), "pv.tag_remove", tag, summary=f"{count} PVs", detail={"removed": count}
+    )
     catalog_changed()
     return count
 
@@ -296,6 +437,8 @@ COPY_COLUMNS = (
     "abs_tolerance",
     "rel_tolerance",
     "read_only",
+    "restore_stage",
+    "completion_timeout",
 )
 
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 from pvs.csvio import STANDARD_COLUMNS, CsvRow, export_header, export_row, identity
 from pvs.models import PV
 from pvs.services.catalog import analyze_if_bulk, catalog_changed, copy_links, copy_pvs
+from squirrel import audit
 from squirrel.exceptions import Invalid
 from tags.models import Tag, TagGroup
 from tags.services import tags_resolve
@@ -27,6 +28,8 @@ UPDATABLE = {
     "AbsTolerance": "abs_tolerance",
     "RelTolerance": "rel_tolerance",
     "ReadOnly": "read_only",
+    "RestoreStage": "restore_stage",
+    "CompletionTimeout": "completion_timeout",
 }
 
 
@@ -55,6 +58,8 @@ def pv_import(
     update: bool = False,
     dry_run: bool = False,
     progress: Progress | None = None,
+    actor: str | None = None,
+    source: str | None = None,
 ) -> ImportResult:
     """Import parsed CSV rows in one transaction.
 
@@ -62,12 +67,28 @@ def pv_import(
     left alone, or with ``update`` their description/tags/tolerances/read-only/readback/config
     are overwritten, only for the columns the file has. Unknown tag groups and tags are
     created, or with ``create_tags=False`` raise Invalid naming line and column.
-    ``dry_run`` does everything, reports the counts and rolls back.
+    ``dry_run`` does everything, reports the counts and rolls back. The import is audited
+    (``pv.import``: the counts and ``source``, the file's name) in its own transaction.
     """
     result = ImportResult()
     try:
         with transaction.atomic():
             _import(rows, columns, create_tags, update, result, progress)
+            audit.record(
+                actor or audit.system("internal"),
+                "pv.import",
+                summary=f"{result.created} created, {result.updated} updated from {source}",
+                detail={
+                    "file": source,
+                    "created": result.created,
+                    "updated": result.updated,
+                    "unchanged": result.unchanged,
+                    "skipped": result.skipped,
+                    "groupsCreated": result.groups_created,
+                    "tagsCreated": result.tags_created,
+                    "update": update,
+                },
+            )
             if dry_run:
                 raise _DryRun
     except _DryRun:
@@ -124,6 +145,8 @@ def _import(
                     row.abs_tolerance,
                     row.rel_tolerance,
                     row.read_only,
+                    row.restore_stage,
+                    row.completion_timeout,
                 )
             )
             new_links.extend((pk, t) for t in sorted(row_tags))
@@ -248,6 +271,8 @@ def pv_export_rows(*, progress: Progress | None = None) -> tuple[list[str], list
         "abs_tolerance",
         "rel_tolerance",
         "read_only",
+        "restore_stage",
+        "completion_timeout",
     )
     qs = PV.objects.order_by("setpoint_address", "readback_address", "config_address", "id")
     rows = []

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('snapshots', '0009_value_source_imported'),
+        ('snapshots', '0011_governance'),
     ]
 
     operations = [

@@ -38,8 +38,9 @@ class RestoreAdmin(_ReadOnly):
         "total",
         "success_count",
         "failure_count",
+        "stop_on_failure",
     )
-    list_filter = ("status", "kind")
+    list_filter = ("status", "kind", "stop_on_failure")
     search_fields = ("snapshot_title", "created_by", "=id")
     date_hierarchy = "created_at"
     list_select_related = ()
@@ -55,8 +56,16 @@ class RestoreAdmin(_ReadOnly):
 
 @admin.register(RestoreOutcome)
 class RestoreOutcomeAdmin(_ReadOnly):
-    list_display = ("pv_name", "outcome", "error", "written", "setpoint_read", "readback_read")
-    list_filter = ("outcome",)
+    list_display = (
+        "pv_name",
+        "stage",
+        "outcome",
+        "error",
+        "written",
+        "setpoint_read",
+        "readback_read",
+    )
+    list_filter = ("outcome", "stage")
     search_fields = ("pv_name",)
     raw_id_fields = ("restore",)
     show_full_result_count = False
@@ -64,7 +73,17 @@ class RestoreOutcomeAdmin(_ReadOnly):
 
 @admin.register(RestorePlan)
 class RestorePlanAdmin(_ReadOnly):
-    list_display = ("created_at", "snapshot", "created_by", "total", "counts")
+    list_display = (
+        "created_at",
+        "snapshot",
+        "created_by",
+        "total",
+        "counts",
+        "needs_approval",
+        "approved_by",
+        "approved_at",
+    )
+    list_filter = ("needs_approval",)
     list_select_related = ("snapshot",)
     raw_id_fields = ("snapshot",)
     exclude = ("pv_ids",)
@@ -72,8 +91,8 @@ class RestorePlanAdmin(_ReadOnly):
 
 @admin.register(RestorePlanItem)
 class RestorePlanItemAdmin(_ReadOnly):
-    list_display = ("pv_name", "action", "saved", "live", "delta", "note")
-    list_filter = ("action",)
+    list_display = ("pv_name", "stage", "action", "saved", "live", "delta", "note")
+    list_filter = ("action", "stage")
     search_fields = ("pv_name",)
     raw_id_fields = ("plan",)
     show_full_result_count = False

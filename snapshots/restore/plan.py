@@ -1,5 +1,10 @@
 """Restore plans: every selected PV classified against its live setpoint (``write``,
-``skip-equal``, ``skip-read-only``, ``skip-no-value``, ``disconnected``) and stored with COPY.
+``skip-equal``, ``skip-read-only``, ``skip-no-value``, ``disconnected``, and
+``skip-not-permitted`` outside the tags its maker may restore) and stored with COPY.
+
+Items are stored in the order a restore writes them: by restore stage, then completion
+timeout, then name. Their ids follow that order, so "every write item up to id N was
+attempted" (``Restore.attempted_through``) stays true of a staged restore.
 """
 
 from __future__ import annotations
@@ -7,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +29,8 @@ from snapshots.restore.records import Item, copy_rows, json_text, row_get
 from snapshots.restore.selection import Selection
 from snapshots.services import snapshot_get
 from snapshots.tolerance import within_tolerance
+from squirrel import audit
+from squirrel.auth import ANONYMOUS
 from squirrel.exceptions import Unavailable
 from squirrel.perf import gc_paused
 
@@ -33,6 +40,7 @@ NOT_IN_CATALOG = "PV is no longer in the catalog"
 NO_SETPOINT = "PV has no setpoint address"
 READ_ONLY = "PV is read-only"
 NO_SAVED_VALUE = "snapshot holds no setpoint value"
+NOT_PERMITTED = "outside the tags this restorer may write"
 
 
 @dataclass(slots=True)
@@ -51,7 +59,13 @@ class PlanRow:
     live: Any = None
     delta: float | None = None
     note: str | None = None
+    stage: int = 0
+    completion_timeout: float | None = None
     id: int = 0  # the RestorePlanItem id, once stored
+
+    def order(self) -> tuple[int, float, str]:
+        """Where the item comes in a restore: stage, completion timeout (default first), name."""
+        return (self.stage, self.completion_timeout or 0.0, self.pv_name)
 
 
 def _selected_values(*, snapshot: Snapshot, selection: Selection):
@@ -82,10 +96,21 @@ def _numeric(value: Any) -> float | None:
 
 
 def plan_rows_saved(
-    *, snapshot: Snapshot, selection: Selection
+    *,
+    snapshot: Snapshot,
+    selection: Selection,
+    permitted_tag_ids: Sequence[uuid.UUID] | None = None,
 ) -> tuple[list[PlanRow], list[PlanRow]]:
-    """Every selected PV with its saved setpoint, classified as far as the catalog allows:
+    """Every selected PV with its saved setpoint, classified as far as the catalog (and the
+    tags the restorer may write, ``permitted_tag_ids``: None for all) allows, in write order:
     (all rows, the candidates still to compare with their live value)."""
+    permitted: set[uuid.UUID] | None = None
+    if permitted_tag_ids is not None:
+        permitted = set(
+            PV.objects.with_any_tag(list(permitted_tag_ids) or [uuid.UUID(int=0)]).values_list(
+                "id", flat=True
+            )
+        )
     raw = (
         _selected_values(snapshot=snapshot, selection=selection)
         .order_by("pv_name", "id")
@@ -98,14 +123,16 @@ def plan_rows_saved(
             "pv__read_only",
             "pv__abs_tolerance",
             "pv__rel_tolerance",
+            "pv__restore_stage",
+            "pv__completion_timeout",
             *(f"sp_{c}" for c in RAW_SIDE),
         )
     )
     rows: list[PlanRow] = []
     candidates: list[PlanRow] = []
     for r in raw:
-        (vid, pv_id, name, sp_addr, rb_addr, read_only, abs_tol, rel_tol) = r[:8]
-        saved = side_from_columns(*r[8:15])
+        (vid, pv_id, name, sp_addr, rb_addr, read_only, abs_tol, rel_tol, stage, timeout) = r[:10]
+        saved = side_from_columns(*r[10:17])
         row = PlanRow(
             value_id=vid,
             pv_id=pv_id,
@@ -116,6 +143,8 @@ def plan_rows_saved(
             abs_tol=abs_tol or 0.0,
             rel_tol=rel_tol or 0.0,
             saved=values.finite(saved.wire) if saved is not None else None,
+            stage=stage or 0,
+            completion_timeout=timeout,
         )
         if pv_id is None or read_only is None:
             row.action, row.note = PlanAction.SKIP_READ_ONLY, NOT_IN_CATALOG
@@ -123,13 +152,17 @@ def plan_rows_saved(
             row.action, row.note = PlanAction.SKIP_READ_ONLY, READ_ONLY
         elif not sp_addr:
             row.action, row.note = PlanAction.SKIP_READ_ONLY, NO_SETPOINT
-        elif r[8] == KIND_STRUCT:  # RAW_SIDE starts with the kind
+        elif r[10] == KIND_STRUCT:  # r[10:17] is RAW_SIDE, the kind first
             row.action, row.note = PlanAction.SKIP_READ_ONLY, values.NOT_RESTORABLE
         elif row.saved is None:
             row.action, row.note = PlanAction.SKIP_NO_VALUE, NO_SAVED_VALUE
+        elif permitted is not None and pv_id not in permitted:
+            row.action, row.note = PlanAction.SKIP_NOT_PERMITTED, NOT_PERMITTED
         else:
             candidates.append(row)
         rows.append(row)
+    rows.sort(key=PlanRow.order)
+    candidates.sort(key=PlanRow.order)
     return rows, candidates
 
 
@@ -169,9 +202,16 @@ def live_entries(addresses: Sequence[str]) -> dict[str, values.Entry]:
     return found
 
 
-def plan_rows_compute(*, snapshot: Snapshot, selection: Selection) -> list[PlanRow]:
+def plan_rows_compute(
+    *,
+    snapshot: Snapshot,
+    selection: Selection,
+    permitted_tag_ids: Sequence[uuid.UUID] | None = None,
+) -> list[PlanRow]:
     """Classify every selected PV against its live setpoint (see the module docstring)."""
-    rows, candidates = plan_rows_saved(snapshot=snapshot, selection=selection)
+    rows, candidates = plan_rows_saved(
+        snapshot=snapshot, selection=selection, permitted_tag_ids=permitted_tag_ids
+    )
     live = live_entries([row.setpoint_address for row in candidates if row.setpoint_address])
     plan_rows_classify(candidates=candidates, live=live)
     return rows
@@ -199,7 +239,23 @@ _ITEM_COLUMNS = (
     "live",
     "delta",
     "note",
+    "stage",
+    "completion_timeout",
 )
+
+
+def _now(fn: Callable[..., None], *args: Any) -> None:
+    fn(*args)
+
+
+def plan_stages(rows: Iterable[PlanRow]) -> list[dict[str, int]]:
+    """Per restore stage, ascending: how many items and how many of them are written."""
+    stages: dict[int, dict[str, int]] = {}
+    for r in rows:
+        entry = stages.setdefault(r.stage, {"stage": r.stage, "total": 0, "write": 0})
+        entry["total"] += 1
+        entry["write"] += r.action == PlanAction.WRITE
+    return [stages[k] for k in sorted(stages)]
 
 
 def plan_store(
@@ -209,8 +265,15 @@ def plan_store(
     rows: list[PlanRow],
     created_by: str | None,
     elapsed: float,
+    needs_approval: bool = False,
+    permitted_tag_ids: Sequence[uuid.UUID] | None = None,
+    actor: str | None = None,
+    defer: Callable[..., None] | None = None,
 ) -> RestorePlan:
-    """Save a plan and its items (COPY) in one transaction."""
+    """Save a plan and its items (COPY) in one transaction; audited when ``actor`` is given
+    (a plan asked for through the API, not the one a plain restore makes for itself).
+    ``defer`` (a restore's ``Recorder.submit``): the items' COPY is handed to it instead, to
+    run while the restore goes on (their ids are drawn here, first)."""
     selected = selection.to_json()
     with transaction.atomic():
         plan = RestorePlan(
@@ -221,9 +284,25 @@ def plan_store(
             total=len(rows),
             counts=_counts((r.action for r in rows), ACTION_NAMES),
             elapsed=elapsed,
+            needs_approval=needs_approval,
+            permitted_tag_ids=list(permitted_tag_ids) if permitted_tag_ids is not None else None,
+            stages=plan_stages(rows),
         )
         plan.full_clean()
         plan.save()
+        if actor is not None:
+            audit.record(
+                actor,
+                "restore_plan.create",
+                plan,
+                summary=f"plan of '{snapshot.title}': {plan.counts.get('write', 0)} writes",
+                detail={
+                    "snapshotId": str(snapshot.pk),
+                    "counts": plan.counts,
+                    "stages": plan.stages,
+                    "needsApproval": needs_approval,
+                },
+            )
         # Ids drawn first (one query) so the caller keeps the items in memory with their ids.
         with connection.cursor() as cursor:
             cursor.execute(
@@ -232,7 +311,8 @@ def plan_store(
             )
             for row, (item_id,) in zip(rows, cursor.fetchall(), strict=True):
                 row.id = item_id
-        copy_rows(
+        (defer or _now)(
+            copy_rows,
             RestorePlanItem._meta.db_table,
             _ITEM_COLUMNS,
             (
@@ -251,6 +331,8 @@ def plan_store(
                     json_text(r.live),
                     r.delta,
                     r.note,
+                    r.stage,
+                    r.completion_timeout,
                 )
                 for r in rows
             ),
@@ -260,18 +342,32 @@ def plan_store(
 
 @gc_paused()
 def restore_plan_create(
-    *, snapshot_id: Any, selection: Selection, created_by: str | None
+    *,
+    snapshot_id: Any,
+    selection: Selection,
+    created_by: str | None,
+    may_restore: bool = True,
+    permitted_tag_ids: Sequence[uuid.UUID] | None = None,
+    actor: str | None = None,
 ) -> RestorePlan:
-    """Compute and store the plan of restoring ``selection`` of a snapshot (a dry run)."""
+    """Compute and store the plan of restoring ``selection`` of a snapshot (a dry run).
+
+    A maker without the restore scope (``may_restore`` false: a script, an agent) gets a plan
+    awaiting approval; a maker limited to tags gets the PVs outside them skip-not-permitted.
+    """
     snapshot = snapshot_get(snapshot_id=snapshot_id)
     started = time.monotonic()
-    rows = plan_rows_compute(snapshot=snapshot, selection=selection)
+    permitted = permitted_tag_ids if may_restore else None
+    rows = plan_rows_compute(snapshot=snapshot, selection=selection, permitted_tag_ids=permitted)
     return plan_store(
         snapshot=snapshot,
         selection=selection,
         rows=rows,
         created_by=created_by,
         elapsed=time.monotonic() - started,
+        needs_approval=not may_restore,
+        permitted_tag_ids=permitted,
+        actor=actor or ANONYMOUS,
     )
 
 
@@ -297,6 +393,8 @@ def items_from_rows(rows: list[PlanRow]) -> list[Item]:
             rel_tol=r.rel_tol,
             saved=r.saved,
             note=r.note,
+            stage=r.stage,
+            completion_timeout=r.completion_timeout,
         )
         for r in sorted(rows, key=lambda r: r.id)
     ]

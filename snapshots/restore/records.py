@@ -24,7 +24,9 @@ from snapshots.models import (
     RestorePlan,
     RestorePlanItem,
 )
+from squirrel import audit
 from squirrel.api import dumps
+from squirrel.auth import ANONYMOUS
 from squirrel.exceptions import NotFound
 
 MAX_FAILURES_IN_RESULT = 50
@@ -51,6 +53,7 @@ OUTCOME_ORDER = (*FAILED_OUTCOMES, Outcome.READBACK_DIFFERS, Outcome.VERIFIED) +
     Outcome.SKIPPED_EQUAL,
     Outcome.SKIPPED_READ_ONLY,
     Outcome.SKIPPED_NO_VALUE,
+    Outcome.SKIPPED_NOT_PERMITTED,
 )
 UNKNOWN_OUTCOMES = (Outcome.WRITE_UNKNOWN,)
 SKIP_OUTCOME = {
@@ -58,6 +61,7 @@ SKIP_OUTCOME = {
     PlanAction.SKIP_READ_ONLY: Outcome.SKIPPED_READ_ONLY,
     PlanAction.SKIP_NO_VALUE: Outcome.SKIPPED_NO_VALUE,
     PlanAction.DISCONNECTED: Outcome.DISCONNECTED,
+    PlanAction.SKIP_NOT_PERMITTED: Outcome.SKIPPED_NOT_PERMITTED,
 }
 
 
@@ -79,6 +83,8 @@ class Item:
     rel_tol: float
     saved: Any
     note: str | None
+    stage: int = 0
+    completion_timeout: float | None = None
 
 
 @dataclass(slots=True)
@@ -126,6 +132,8 @@ def items_load(plan: RestorePlan) -> list[Item]:
             "rel_tolerance",
             "saved",
             "note",
+            "stage",
+            "completion_timeout",
         )
     )
     return [
@@ -140,6 +148,8 @@ def items_load(plan: RestorePlan) -> list[Item]:
             rel_tol=r[7],
             saved=json.loads(r[8]) if r[8] is not None else None,
             note=r[9],
+            stage=r[10],
+            completion_timeout=r[11],
         )
         for r in rows
     ]
@@ -155,6 +165,7 @@ _OUTCOME_COLUMNS = (
     "setpoint_read",
     "readback_read",
     "error",
+    "stage",
 )
 
 
@@ -179,6 +190,7 @@ def outcomes_write(restore_id: Any, results: Iterable[Result]) -> None:
                 json_text(r.setpoint),
                 json_text(r.readback),
                 r.error,
+                r.item.stage,
             )
             for r in results
         ),
@@ -198,14 +210,31 @@ class Clock:
         self._last = now
 
 
-def summary_store(restore: Restore) -> Restore:
-    """Counts by outcome from the outcome rows, onto the Restore row."""
-    grouped = dict(
+def summary_store(restore: Restore, times: dict[int, dict[str, str]] | None = None) -> Restore:
+    """Counts by outcome, overall and per restore stage (with the stages' start and end
+    ``times`` when known), from the outcome rows, onto the Restore row."""
+    by_stage: dict[int, dict[int, int]] = {}
+    grouped: dict[int, int] = {}
+    for stage, outcome, n in (
         RestoreOutcome.objects.filter(restore=restore)
-        .values_list("outcome")
+        .values_list("stage", "outcome")
         .annotate(n=Count("id"))
-        .values_list("outcome", "n")
-    )
+        .values_list("stage", "outcome", "n")
+    ):
+        by_stage.setdefault(stage, {})[outcome] = n
+        grouped[outcome] = grouped.get(outcome, 0) + n
+    restore.stages = [
+        {
+            "stage": stage,
+            "successCount": sum(counts.get(o, 0) for o in SUCCESS_OUTCOMES),
+            "failureCount": sum(counts.get(o, 0) for o in FAILED_OUTCOMES),
+            "notAttempted": counts.get(Outcome.NOT_ATTEMPTED, 0),
+            "counts": {OUTCOME_NAMES[o]: n for o, n in sorted(counts.items())},
+            "startedAt": (times or {}).get(stage, {}).get("startedAt"),
+            "finishedAt": (times or {}).get(stage, {}).get("finishedAt"),
+        }
+        for stage, counts in sorted(by_stage.items())
+    ]
     restore.counts = {OUTCOME_NAMES[o]: grouped.get(o, 0) for o in OUTCOME_ORDER}
     restore.success_count = sum(grouped.get(o, 0) for o in SUCCESS_OUTCOMES)
     restore.failure_count = sum(grouped.get(o, 0) for o in FAILED_OUTCOMES)
@@ -276,6 +305,8 @@ def restore_result(restore: Restore) -> dict[str, Any]:
         "planId": str(restore.plan_id) if restore.plan_id else None,
         "safetySnapshotId": str(restore.safety_snapshot_id) if restore.safety_snapshot_id else None,
         "timings": restore.timings,
+        "stopOnFailure": restore.stop_on_failure,
+        "stages": restore.stages,
     }
 
 
@@ -298,11 +329,11 @@ def restore_get(*, restore_id: Any) -> Restore:
 def plan_items_rows(
     *, plan: RestorePlan, action: int | None, limit: int | None, offset: int
 ) -> Iterable[tuple]:
-    """Plan items as raw tuples, writes first then by name (no model instances)."""
+    """Plan items as raw tuples, writes first, then by stage and name (no model instances)."""
     qs = RestorePlanItem.objects.filter(plan=plan)
     if action is not None:
         qs = qs.filter(action=action)
-    rows = qs.order_by("action", "pv_name", "id").values_list(
+    rows = qs.order_by("action", "stage", "pv_name", "id").values_list(
         "pv_id",
         "pv_name",
         "setpoint_address",
@@ -312,6 +343,8 @@ def plan_items_rows(
         "live",
         "delta",
         "note",
+        "stage",
+        "completion_timeout",
     )
     if limit is not None:
         return rows[offset : offset + limit].iterator(chunk_size=5000)
@@ -333,8 +366,44 @@ def outcome_rows(
         qs.annotate(rank=rank)
         .order_by("rank", "pv_name", "id")
         .values_list(
-            "pv_id", "pv_name", "outcome", "written", "setpoint_read", "readback_read", "error"
+            "pv_id",
+            "pv_name",
+            "outcome",
+            "written",
+            "setpoint_read",
+            "readback_read",
+            "error",
+            "stage",
         )
     )
     end = offset + limit if limit is not None else None
     return rows[offset:end].iterator(chunk_size=5000)
+
+
+def restore_finish_record(restore: Restore) -> None:
+    """The audit event of a restore's end (inside the transaction that finishes it), named
+    after the identity that asked for it."""
+    audit.record(
+        restore.created_by or ANONYMOUS,
+        f"{restore.kind}.{'complete' if restore.status == Restore.Status.COMPLETED else 'fail'}",
+        restore,
+        summary=restore_result_message(
+            total=restore.total,
+            success=restore.success_count,
+            failed=restore.failure_count,
+            unknown=unknown_count(restore),
+            warnings=warning_count(restore),
+        ),
+        detail={
+            "status": restore.status,
+            "snapshotId": str(restore.snapshot_id) if restore.snapshot_id else None,
+            "planId": str(restore.plan_id) if restore.plan_id else None,
+            "safetySnapshotId": (
+                str(restore.safety_snapshot_id) if restore.safety_snapshot_id else None
+            ),
+            "counts": restore.counts,
+            "stopOnFailure": restore.stop_on_failure,
+            "stages": restore.stages,
+            "error": restore.error,
+        },
+    )

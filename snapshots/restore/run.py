@@ -22,6 +22,7 @@ from snapshots.restore.records import (
     Result,
     items_load,
     outcomes_write,
+    restore_finish_record,
     restore_result,
     restore_result_message,
     summary_store,
@@ -78,6 +79,7 @@ def restore_fail(*, restore_id: Any, error: str) -> Restore | None:
         restore.finished_at = timezone.now()
         restore.save()
         claims_release(restore.pk)
+        restore_finish_record(restore)
     if restore.job_id:
         job = Job.objects.filter(pk=restore.job_id).first()
         if job is not None and not job.finished:

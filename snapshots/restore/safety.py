@@ -1,6 +1,10 @@
-"""The safety snapshot of a restore: the current values of exactly the PVs about to be
+"""The safety snapshot of a restore: the current setpoints of exactly the PVs about to be
 written, captured (cache first while the monitor is alive, else read on the restore's own
 bridge) and stored as a snapshot of kind ``safety`` before any write.
+
+Only setpoints: they are what a revert writes back, and they are what the plan reads to
+classify each PV, so one read serves both (issue 18). Readbacks are read once, after the
+writes, to verify them (their channels connect meanwhile).
 """
 
 from __future__ import annotations
@@ -37,13 +41,11 @@ class _Direct:
 
 
 def safety_capture(catalog: list[Any], ca: Bridge) -> dict[str, Any]:
-    """Capture the setpoints and readbacks of ``catalog`` (snapshots.capture.CatalogRow):
+    """Capture the setpoints of ``catalog`` (snapshots.capture.CatalogRow):
     through the snapshot capture (``values_collect``: the cache for what the liveness rule
     calls current) while any monitor shard is alive, the rest read on the restore's own bridge
     (the channels it then writes); with no live shard, everything read on that bridge."""
-    addresses = list(
-        dict.fromkeys(a for c in catalog for a in (c.setpoint_address, c.readback_address) if a)
-    )
+    addresses = list(dict.fromkeys(c.setpoint_address for c in catalog if c.setpoint_address))
     if cache.liveness_read().any_alive:
         return values_collect(
             addresses=addresses,
@@ -77,7 +79,7 @@ def safety_store(
 ) -> set[int]:
     """Save the captured values of ``catalog`` (exactly the PVs about to be written) as the
     safety snapshot of ``restore``; the ids of items whose setpoint could not be read."""
-    wanted = {a for c in catalog for a in (c.setpoint_address, c.readback_address) if a}
+    wanted = {c.setpoint_address for c in catalog if c.setpoint_address}
     counts = Completeness()
     for address in wanted:
         got = captured.get(address)

@@ -54,6 +54,41 @@ class RestoreSelectionSerializer(serializers.Serializer):
     )
 
 
+STOP_HELP = (
+    "default false: after a restore stage with a failure, the later stages are not attempted "
+    "(outcome not-attempted)"
+)
+APPROVAL_CHOICES = ["not-required", "awaiting-approval", "approved"]
+
+
+class RestoreOptionsSerializer(RestoreSelectionSerializer):
+    """A restore: which PVs, and whether to stop after a stage with a failure."""
+
+    stopOnFailure = serializers.BooleanField(required=False, default=False, help_text=STOP_HELP)
+
+
+class RestoreExecuteSerializer(serializers.Serializer):
+    """The execution of a plan: whether to stop after a stage with a failure (body optional)."""
+
+    stopOnFailure = serializers.BooleanField(required=False, default=False, help_text=STOP_HELP)
+
+
+class PlanStageOutSerializer(serializers.Serializer):
+    stage = serializers.IntegerField()
+    total = serializers.IntegerField()
+    write = serializers.IntegerField()
+
+
+class RestoreStageOutSerializer(serializers.Serializer):
+    stage = serializers.IntegerField()
+    successCount = serializers.IntegerField()
+    failureCount = serializers.IntegerField()
+    notAttempted = serializers.IntegerField()
+    counts = serializers.DictField(child=serializers.IntegerField())
+    startedAt = serializers.DateTimeField(allow_null=True, help_text="null: not recorded")
+    finishedAt = serializers.DateTimeField(allow_null=True)
+
+
 class RestoreJobCreatedOutSerializer(JobCreatedOutSerializer):
     restoreId = serializers.UUIDField()
 
@@ -77,6 +112,8 @@ class RestoreResultOutSerializer(serializers.Serializer):
     counts = serializers.DictField(child=serializers.IntegerField())
     restoreId = serializers.UUIDField()
     safetySnapshotId = serializers.UUIDField(allow_null=True)
+    stopOnFailure = serializers.BooleanField(help_text=STOP_HELP)
+    stages = RestoreStageOutSerializer(many=True)
 
 
 class RestorePlanOutSerializer(serializers.Serializer):
@@ -94,6 +131,11 @@ class RestorePlanOutSerializer(serializers.Serializer):
     total = serializers.IntegerField()
     counts = serializers.DictField(child=serializers.IntegerField())
     elapsedSeconds = serializers.FloatField()
+    stages = PlanStageOutSerializer(many=True)
+    approval = serializers.ChoiceField(choices=APPROVAL_CHOICES)
+    approvedBy = serializers.CharField(allow_null=True)
+    approvedAt = serializers.DateTimeField(allow_null=True)
+    permittedTagIds = serializers.ListField(child=serializers.UUIDField(), allow_null=True)
 
 
 class RestorePlanItemOutSerializer(serializers.Serializer):
@@ -104,6 +146,8 @@ class RestorePlanItemOutSerializer(serializers.Serializer):
     action = serializers.ChoiceField(choices=ACTION_CHOICES)
     delta = serializers.FloatField(allow_null=True)
     note = serializers.CharField(allow_null=True)
+    stage = serializers.IntegerField()
+    completionTimeout = serializers.FloatField(allow_null=True)
     savedValue = serializers.JSONField(allow_null=True)
     liveValue = serializers.JSONField(allow_null=True)
 
@@ -137,6 +181,9 @@ class RestoreOutSerializer(serializers.Serializer):
     warningCount = serializers.IntegerField(help_text=WARNING_HELP)
     counts = serializers.DictField(child=serializers.IntegerField())
     error = serializers.CharField(allow_null=True)
+    stopOnFailure = serializers.BooleanField(help_text=STOP_HELP)
+    stages = RestoreStageOutSerializer(many=True)
+    permittedTagIds = serializers.ListField(child=serializers.UUIDField(), allow_null=True)
 
 
 class RestoreOutcomeOutSerializer(serializers.Serializer):
@@ -144,6 +191,7 @@ class RestoreOutcomeOutSerializer(serializers.Serializer):
     pvName = serializers.CharField()
     outcome = serializers.ChoiceField(choices=OUTCOME_CHOICES)
     error = serializers.CharField(allow_null=True)
+    stage = serializers.IntegerField()
     written = serializers.JSONField(allow_null=True)
     setpointRead = serializers.JSONField(allow_null=True)
     readbackRead = serializers.JSONField(allow_null=True)
@@ -169,8 +217,20 @@ def job_created_dto(restore: Restore) -> dict[str, Any]:
     }
 
 
+def plan_approval(plan: RestorePlan) -> str:
+    """``not-required`` (made with the restore scope), ``awaiting-approval`` or ``approved``."""
+    if not plan.needs_approval:
+        return "not-required"
+    return "approved" if plan.approved_at is not None else "awaiting-approval"
+
+
+def _ids(ids: list[Any] | None) -> list[str] | None:
+    return [str(i) for i in ids] if ids is not None else None
+
+
 def plan_dto(plan: RestorePlan) -> dict[str, Any]:
     age = plan_age(plan)
+    approval = plan_approval(plan)
     executed = plan.restores.values_list("id", flat=True).first()
     return {
         "id": str(plan.pk),
@@ -180,13 +240,20 @@ def plan_dto(plan: RestorePlan) -> dict[str, Any]:
         "createdBy": plan.created_by,
         "ageSeconds": round(age, 3),
         "maxAgeSeconds": settings.PLAN_MAX_AGE,
-        "executable": executed is None and age <= settings.PLAN_MAX_AGE,
+        "executable": executed is None
+        and age <= settings.PLAN_MAX_AGE
+        and approval != "awaiting-approval",
         "restoreId": str(executed) if executed else None,
         "pvIds": [str(p) for p in plan.pv_ids] if plan.pv_ids is not None else None,
         "tagFilters": plan.tag_filters or [],
         "total": plan.total,
         "counts": plan.counts,
         "elapsedSeconds": round(plan.elapsed, 3),
+        "stages": plan.stages,
+        "approval": approval,
+        "approvedBy": plan.approved_by,
+        "approvedAt": _iso(plan.approved_at),
+        "permittedTagIds": _ids(plan.permitted_tag_ids),
     }
 
 
@@ -218,6 +285,9 @@ def restore_dto(restore: Restore) -> dict[str, Any]:
         "warningCount": warning_count(restore),
         "counts": restore.counts,
         "error": restore.error,
+        "stopOnFailure": restore.stop_on_failure,
+        "stages": restore.stages,
+        "permittedTagIds": _ids(restore.permitted_tag_ids),
     }
 
 
@@ -235,6 +305,8 @@ def restore_result_dto(restore: Restore) -> dict[str, Any]:
         "safetySnapshotId": (
             str(restore.safety_snapshot_id) if restore.safety_snapshot_id else None
         ),
+        "stopOnFailure": restore.stop_on_failure,
+        "stages": restore.stages,
     }
 
 
@@ -243,7 +315,7 @@ def _raw(text: str | None) -> str:
 
 
 def plan_item_json(row: tuple) -> str:
-    pv_id, name, sp, rb, action, saved, live, delta, note = row
+    pv_id, name, sp, rb, action, saved, live, delta, note, stage, timeout = row
     head = dumps(
         {
             "pvId": str(pv_id) if pv_id else None,
@@ -253,19 +325,22 @@ def plan_item_json(row: tuple) -> str:
             "action": ACTION_NAMES[action],
             "delta": delta,
             "note": note,
+            "stage": stage,
+            "completionTimeout": timeout,
         }
     )
     return f'{head[:-1]},"savedValue":{_raw(saved)},"liveValue":{_raw(live)}}}'
 
 
 def outcome_json(row: tuple) -> str:
-    pv_id, name, outcome, written, sp, rb, error = row
+    pv_id, name, outcome, written, sp, rb, error, stage = row
     head = dumps(
         {
             "pvId": str(pv_id) if pv_id else None,
             "pvName": name,
             "outcome": OUTCOME_NAMES[outcome],
             "error": error,
+            "stage": stage,
         }
     )
     return (

@@ -25,6 +25,7 @@ from snapshots.restore.records import (
     restore_get,
 )
 from snapshots.restore.request import (
+    restore_plan_approve,
     restore_plan_execute_request,
     restore_request,
     restore_revert_request,
@@ -35,7 +36,9 @@ from snapshots.restore.serializers import (
     ACTION_CHOICES,
     OUTCOME_CHOICES,
     RestoreDetailOutSerializer,
+    RestoreExecuteSerializer,
     RestoreJobCreatedOutSerializer,
+    RestoreOptionsSerializer,
     RestoreOutSerializer,
     RestorePlanDetailOutSerializer,
     RestorePlanOutSerializer,
@@ -49,7 +52,9 @@ from snapshots.restore.serializers import (
     restore_result_dto,
 )
 from squirrel.api import MAX_QUERY_INT, stream_json
-from squirrel.auth import created_by
+from squirrel.audit import actor_of
+from squirrel.auth import MISSING_KEY, Principal, created_by, request_principal, require_scope
+from squirrel.exceptions import NotPermitted
 from squirrel.http import body_object, invalid, query_bool
 
 MAX_LIST = 100
@@ -84,6 +89,36 @@ def _selection(request: Request) -> Selection:
         pv_ids=body.get("pvIds", body.get("pv_ids")),
         tag_filters=body.get("tagFilters", body.get("tag_filters")),
     )
+
+
+def _stop_on_failure(request: Request) -> bool:
+    """``stopOnFailure`` of the body (default false): after a stage with a failure, the later
+    stages are not attempted."""
+    body = body_object(request.data, empty_ok=True)
+    raw = body.get("stopOnFailure", body.get("stop_on_failure", False))
+    if not isinstance(raw, bool):
+        raise invalid(
+            ["body", "stopOnFailure"],
+            "Input should be a valid boolean",
+            "bool_type",
+            message="Validation error: stopOnFailure: true or false",
+        )
+    return raw
+
+
+def _restorer(request: Request) -> Principal:
+    """The caller (whose scopes the view's permission already checked)."""
+    principal = request_principal(request)
+    if principal is None:  # ScopePermission lets no such request through
+        raise NotPermitted(MISSING_KEY)
+    return principal
+
+
+def _planner(request: Request) -> Principal:
+    """The caller of a plan or of its execution: the restore scope, or else write (a plan
+    made with write alone awaits approval; only an approved one executes with it)."""
+    principal = _restorer(request)
+    return principal if principal.restore else require_scope(request, "write")
 
 
 def _idempotency_key(request: Request) -> str | None:
@@ -129,10 +164,13 @@ def _choice(request: Request, name: str, choices: dict[str, int]) -> int | None:
 
 
 class SnapshotRestoreView(APIView):
-    """POST /v1/snapshots/{id}/restore: plan + execute in one job (``async=false``: now)."""
+    """POST /v1/snapshots/{id}/restore: plan + execute in one job (``async=false``: now).
+    Restore scope."""
+
+    required_scope = "restore"
 
     @extend_schema(
-        request=RestoreSelectionSerializer,
+        request=RestoreOptionsSerializer,
         parameters=[ASYNC, IDEMPOTENCY_KEY],
         responses=PolymorphicProxySerializer(
             component_name="RestoreRequestResult",
@@ -148,6 +186,9 @@ class SnapshotRestoreView(APIView):
             created_by=created_by(request),
             idempotency_key=_idempotency_key(request),
             enqueue=run_async,
+            stop_on_failure=_stop_on_failure(request),
+            permitted_tag_ids=_restorer(request).restore_tag_ids,
+            actor=actor_of(request),
         )
         if run_async:
             return Response(job_created_dto(restore))
@@ -158,14 +199,21 @@ class SnapshotRestoreView(APIView):
 
 
 class SnapshotRestorePlanView(APIView):
-    """POST /v1/snapshots/{id}/restore-plan: a dry run against the live values, stored."""
+    """POST /v1/snapshots/{id}/restore-plan: a dry run against the live values, stored. Write
+    scope; made without the restore scope, it awaits approval."""
+
+    required_scope = "read"  # and write or restore: _planner
 
     @extend_schema(request=RestoreSelectionSerializer, responses=RestorePlanOutSerializer)
     def post(self, request: Request, snapshot_id: str) -> Response:
+        principal = _planner(request)
         plan = restore_plan_create(
             snapshot_id=snapshot_id,
             selection=_selection(request),
             created_by=created_by(request),
+            may_restore=principal.restore,
+            permitted_tag_ids=principal.restore_tag_ids,
+            actor=actor_of(request),
         )
         return Response(plan_dto(plan))
 
@@ -188,18 +236,45 @@ class RestorePlanDetailView(APIView):
 
 
 class RestorePlanExecuteView(APIView):
-    """POST /v1/restore-plans/{id}/execute: run exactly that plan (409 when too old)."""
+    """POST /v1/restore-plans/{id}/execute: run exactly that plan (409 when too old or
+    awaiting approval). Restore scope, or write scope for a plan that was approved."""
+
+    required_scope = "read"  # and write or restore: _planner
 
     @extend_schema(
-        request=None, parameters=[IDEMPOTENCY_KEY], responses=RestoreJobCreatedOutSerializer
+        request=RestoreExecuteSerializer,
+        parameters=[IDEMPOTENCY_KEY],
+        responses=RestoreJobCreatedOutSerializer,
     )
     def post(self, request: Request, plan_id: str) -> Response:
+        principal = _planner(request)
         restore = restore_plan_execute_request(
             plan_id=plan_id,
             created_by=created_by(request),
+            may_restore=principal.restore,
+            permitted_tag_ids=principal.restore_tag_ids,
             idempotency_key=_idempotency_key(request),
+            stop_on_failure=_stop_on_failure(request),
+            actor=actor_of(request),
         )
         return Response(job_created_dto(restore))
+
+
+class RestorePlanApproveView(APIView):
+    """POST /v1/restore-plans/{id}/approve: a caller with the restore scope makes a plan
+    awaiting approval executable (by its maker or the approver)."""
+
+    required_scope = "restore"
+
+    @extend_schema(request=None, responses=RestorePlanOutSerializer)
+    def post(self, request: Request, plan_id: str) -> Response:
+        principal = _restorer(request)
+        plan = restore_plan_approve(
+            plan_id=plan_id,
+            approved_by=actor_of(request),
+            permitted_tag_ids=principal.restore_tag_ids,
+        )
+        return Response(plan_dto(plan))
 
 
 class RestoreListView(APIView):
@@ -242,7 +317,10 @@ class RestoreDetailView(APIView):
 
 
 class RestoreRevertView(APIView):
-    """POST /v1/restores/{id}/revert: restore its safety snapshot, verified, as a new job."""
+    """POST /v1/restores/{id}/revert: restore its safety snapshot, verified, as a new job.
+    Restore scope."""
+
+    required_scope = "restore"
 
     @extend_schema(
         request=None, parameters=[IDEMPOTENCY_KEY], responses=RestoreJobCreatedOutSerializer
@@ -252,5 +330,7 @@ class RestoreRevertView(APIView):
             restore_id=restore_id,
             created_by=created_by(request),
             idempotency_key=_idempotency_key(request),
+            permitted_tag_ids=_restorer(request).restore_tag_ids,
+            actor=actor_of(request),
         )
         return Response(job_created_dto(revert))

@@ -18,7 +18,8 @@ from tests.conftest import error, make_key, payload
 pytestmark = pytest.mark.django_db
 
 CONTRACT_KEYS = {"id", "appName", "isActive", "readAccess", "writeAccess", "createdAt", "updatedAt"}
-KEY_KEYS = CONTRACT_KEYS | {"adminAccess", "createdBy"}  # the extras: admin scope, creator
+# the extras: admin scope, creator, restore scope and its tags (issue 18)
+KEY_KEYS = CONTRACT_KEYS | {"adminAccess", "createdBy", "restoreAccess", "restoreTagIds"}
 
 
 def _client(token: str) -> APIClient:

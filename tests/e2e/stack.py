@@ -346,7 +346,7 @@ class Stack:
             "SQUIRREL_REDIS_URL": self.redis_url,
             "SQUIRREL_REDIS_PREFIX": self.redis_prefix,
             "SQUIRREL_SECRET_KEY": "e2e-" + self.db_name,
-            "SQUIRREL_ANONYMOUS_ACCESS": "write",
+            "SQUIRREL_ANONYMOUS_ACCESS": "restore",
             "SQUIRREL_CELERY_VISIBILITY_TIMEOUT": "10",
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,

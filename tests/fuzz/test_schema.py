@@ -55,7 +55,7 @@ def test_restore_routes_document_bodies_queries_and_headers(openapi):
     paths = openapi["paths"]
     restore = paths["/v1/snapshots/{snapshot_id}/restore"]["post"]
     assert restore["requestBody"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/RestoreSelectionRequest"
+        "$ref": "#/components/schemas/RestoreOptionsRequest"
     }
     assert {("query", "async"), ("header", "Idempotency-Key")} <= set(_parameters(restore))
     plan = _parameters(paths["/v1/restore-plans/{plan_id}"]["get"])
@@ -65,6 +65,11 @@ def test_restore_routes_document_bodies_queries_and_headers(openapi):
     assert set(outcomes["query", "outcome"]["enum"]) == {str(o.label) for o in Outcome}
     for path in ("/v1/restore-plans/{plan_id}/execute", "/v1/restores/{restore_id}/revert"):
         assert ("header", "Idempotency-Key") in _parameters(paths[path]["post"])
+    execute = paths["/v1/restore-plans/{plan_id}/execute"]["post"]
+    assert execute["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/RestoreExecuteRequest"
+    }
+    assert "/v1/restore-plans/{plan_id}/approve" in paths
 
 
 def test_capture_routes_document_their_inputs(openapi):

@@ -103,8 +103,8 @@ def _record(outcomes: Counter, case, response) -> None:
 
 @pytest.fixture
 def api_key(transactional_db, redis_client, settings) -> Iterator[str]:
-    """The read+write+admin key of TOKEN (admin: the key routes are fuzzed past their
-    permission check); fast-failing EPICS with no IOC to find."""
+    """The read+write+restore+admin key of TOKEN (admin and restore: the key and restore
+    routes are fuzzed past their permission checks); fast-failing EPICS with no IOC to find."""
     settings.EPICS_CONNECT_TIMEOUT = 0.1
     settings.EPICS_TIMEOUT = 0.1
     settings.RESTORE_SETTLE_TIME = 0.0
@@ -114,6 +114,7 @@ def api_key(transactional_db, redis_client, settings) -> Iterator[str]:
         read_access=True,
         write_access=True,
         admin_access=True,
+        restore_access=True,
     )
     with epics_environ(free_port()):
         yield TOKEN

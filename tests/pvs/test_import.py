@@ -209,7 +209,8 @@ def test_export_import_round_trip(tmp_path):
     call_command("export_pvs", str(exported), stderr=StringIO())
     text = exported.read_text()
     assert text.splitlines()[0] == (
-        "Setpoint,Readback,Config,Device,Description,AbsTolerance,RelTolerance,ReadOnly,Area,Kind"
+        "Setpoint,Readback,Config,Device,Description,AbsTolerance,RelTolerance,ReadOnly,"
+        "RestoreStage,CompletionTimeout,Area,Kind"
     )
     assert '"magnet, quad"' in text
     # into the same catalog: nothing changes

@@ -58,6 +58,21 @@ def cache_set(client, entries: dict[str, Any], *, connected: bool = True) -> Non
     )
 
 
+@pytest.fixture
+def write_client(db):
+    """The restore tests' caller: a key named "writer" with read, write AND restore scope
+    (restoring needs the restore scope of its own since issue 18; test_governance.py checks
+    each scope)."""
+    from rest_framework.test import APIClient
+
+    from tests.conftest import make_key
+
+    _, token = make_key("writer", read=True, write=True, restore=True)
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=token)
+    return client
+
+
 from tests import epics  # noqa: E402
 from tests.epics import free_port  # noqa: E402
 from tests.processes import ROOT, Worker, worker_env, workers  # noqa: E402, F401

@@ -78,6 +78,7 @@ def test_plan_classifies_every_pv(machine):
         "skip-read-only": 3,
         "skip-no-value": 1,
         "disconnected": 0,
+        "skip-not-permitted": 0,
     }
     item = plan.items.get(pv_name="T:W:SP")
     assert (item.saved, item.live, item.delta) == ("1.0", "9.0", 8.0)

@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pvs import csvio
 from pvs.services import pv_import
+from squirrel import audit
 from squirrel.exceptions import Invalid
 
 
@@ -93,6 +94,8 @@ class Command(BaseCommand):
                 update=options["update"],
                 dry_run=options["dry_run"],
                 progress=progress,
+                actor=audit.cli(),
+                source=Path(options["file"]).name,
             )
         except Invalid as exc:
             progress.end()

@@ -70,7 +70,7 @@ class Command(BaseCommand):
                 pv_ids=pv or None, tag_filters=[_tag_ids(tag)] if tag else None
             )
             plan = restore_plan_create(
-                snapshot_id=snapshot_id, selection=selection, created_by=user
+                snapshot_id=snapshot_id, selection=selection, created_by=user, actor=user
             )
         except SquirrelError as exc:
             raise CommandError(exc.message) from exc
@@ -87,7 +87,9 @@ class Command(BaseCommand):
                 self.stdout.write("Not restored.")
                 return
         try:
-            restore = restore_plan_execute_request(plan_id=plan.pk, created_by=user, enqueue=False)
+            restore = restore_plan_execute_request(
+                plan_id=plan.pk, created_by=user, enqueue=False, actor=user
+            )
         except SquirrelError as exc:
             raise CommandError(exc.message) from exc
         restore = self._run(restore)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from squirrel import services
+from squirrel import audit, services
 from squirrel.exceptions import SquirrelError
 
 
@@ -16,7 +16,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, key_id: str, **options) -> None:
         try:
-            key = services.api_key_deactivate(key_id=key_id, current_key_id=None)
+            key = services.api_key_deactivate(key_id=key_id, current_key_id=None, actor=audit.cli())
         except SquirrelError as exc:
             raise CommandError(exc.message) from None
         self.stdout.write(f"Deactivated API key {key.pk} ('{key.app_name}').")

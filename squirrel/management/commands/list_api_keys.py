@@ -8,7 +8,10 @@ from squirrel.models import ApiKey
 
 
 class Command(BaseCommand):
-    help = "List API keys: id, name, scopes (r/w/a: read/write/admin), state, creation, creator."
+    help = (
+        "List API keys: id, name, scopes (r/w/x/a: read/write/restore/admin), state, creation, "
+        "creator."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--active-only", action="store_true", help="skip deactivated keys")
@@ -21,7 +24,7 @@ class Command(BaseCommand):
             state = "active" if key.is_active else "inactive"
             created = f"{key.created_at:%Y-%m-%d %H:%M}"
             self.stdout.write(
-                f"{key.pk}  {key.app_name:<30}  {key.scope_letters:<3}  {state:<8}  {created}"
+                f"{key.pk}  {key.app_name:<30}  {key.scope_letters:<4}  {state:<8}  {created}"
                 f"  {key.created_by or '-'}"
             )
         if not keys:
