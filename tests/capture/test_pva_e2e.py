@@ -96,7 +96,20 @@ def test_capture_saves_pva_values_and_marks_the_dead_one(machine, use_cache):
     assert dead.sp_kind == ValueKind.NONE and dead.sp_error and dead.sp_connected is False
 
 
-def test_compare_and_a_verified_restore_over_pva(machine, write_client):
+@pytest.fixture
+def restore_client(db):
+    """A key with the restore scope (issue 18) besides read and write."""
+    from rest_framework.test import APIClient
+
+    from tests.conftest import make_key
+
+    _, token = make_key("restorer", read=True, write=True, restore=True)
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=token)
+    return client
+
+
+def test_compare_and_a_verified_restore_over_pva(machine, restore_client):
     ioc, independent = machine
     saved = snapshot_capture(title="saved", description=None, use_cache=False, created_by=None)
     analog, multi, string = ioc.setpoint(0), ioc.setpoint(2), ioc.setpoint(3)
@@ -124,7 +137,7 @@ def test_compare_and_a_verified_restore_over_pva(machine, write_client):
     )
     started = time.monotonic()
     body = payload(
-        write_client.post(f"/v1/snapshots/{saved.pk}/restore?async=false", {}, format="json")
+        restore_client.post(f"/v1/snapshots/{saved.pk}/restore?async=false", {}, format="json")
     )
     assert time.monotonic() - started < 20.0
     counts = body["counts"]
@@ -137,7 +150,7 @@ def test_compare_and_a_verified_restore_over_pva(machine, write_client):
     assert independent.get(table)["value.k"].tolist() == list(sim.TABLE_K)
 
 
-def test_other_structures_are_stored_as_json_and_never_restored(machine, write_client):
+def test_other_structures_are_stored_as_json_and_never_restored(machine):
     from snapshots.restore.plan import plan_rows_saved
     from snapshots.restore.selection import Selection
     from tests.restore.conftest import snapshot_make
