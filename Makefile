@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export EPICS_CA_ADDR_LIST ?= 127.0.0.1
 export EPICS_CA_AUTO_ADDR_LIST ?= NO
+export EPICS_PVA_ADDR_LIST ?= 127.0.0.1
+export EPICS_PVA_AUTO_ADDR_LIST ?= NO
 
 # daphne's WebSocket message limit (1 MiB) is below a 50,000-name subscribe (squirrel/limits.py).
 DAPHNE_OPTIONS := --websocket-max-message-size 8388608 --websocket-max-frame-size 8388608

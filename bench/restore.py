@@ -1,6 +1,9 @@
 """Benchmark of restore (issue 5): 50K setpoints, POST -> job completed WITH verification.
 
-    .venv/bin/python bench/restore.py [--count 50000] [--repeat 3] [--keep] [--inline]
+    .venv/bin/python bench/restore.py [--count 50000] [--repeat 3] [--keep] [--inline] [--pva]
+
+``--pva``: every address is ``pva://`` (the sim IOC serves them over pvAccess) and the bare put
+is ``monitor.pva.PVAClient.write_many`` (as fast as p4p's own thread client: bench/pva.py).
 
 1. starts ``manage.py sim_ioc --count N`` on a free port and a real Celery worker;
 2. creates a catalog of N PVs (the sim's devices) and a snapshot whose setpoints all differ
@@ -128,11 +131,19 @@ def targets_of(snap: Snapshot) -> dict[str, object]:
     return out
 
 
-async def _bare_put(targets: dict[str, object], timeout: float) -> tuple[float, int]:
-    from monitor.ca import CAClient
+PVA = False  # --pva
 
+
+def _client():
+    from monitor.ca import CAClient
+    from monitor.pva import PVAClient
+
+    return PVAClient() if PVA else CAClient()
+
+
+async def _bare_put(targets: dict[str, object], timeout: float) -> tuple[float, int]:
     started = time.perf_counter()
-    async with CAClient() as client:
+    async with _client() as client:
         results = await client.write_many(targets, timeout, wait=True)
     elapsed = time.perf_counter() - started
     ok = sum(1 for r in results.values() if r.ok)
@@ -142,10 +153,8 @@ async def _bare_put(targets: dict[str, object], timeout: float) -> tuple[float, 
 async def _floor(targets: dict[str, object], readbacks: list[str], timeout: float) -> float:
     """The Channel Access work no verified restore can skip, with nothing else: put with
     completion, then read back every written setpoint and its readback (same client)."""
-    from monitor.ca import CAClient
-
     started = time.perf_counter()
-    async with CAClient() as client:
+    async with _client() as client:
         await client.write_many(targets, timeout, wait=True)
         await client.read_many([*targets, *readbacks], timeout)
     return time.perf_counter() - started
@@ -265,15 +274,25 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the rows afterwards")
     parser.add_argument("--inline", action="store_true", help="restore in this process")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
+    parser.add_argument("--pva", action="store_true", help="pva:// addresses (pvAccess)")
     parser.add_argument(
         "--only-staged", action="store_true", help="only the paired floor/unstaged/staged runs"
     )
     args = parser.parse_args()
+    global PVA
+    PVA = args.pva
     print(f"VACUUM ANALYZE of the benchmark's tables: {vacuum():.1f} s")
     prefix = f"BR{uuid.uuid4().hex[:4].upper()}"
-    devices = sim.sim_devices(count=args.count, prefix=prefix, update_share=0.0)
+    # With --pva every device address carries the scheme (the IOC serves the bare names).
+    scheme = "pva://" if PVA else ""
+    devices = sim.sim_devices(count=args.count, prefix=scheme + prefix, update_share=0.0)
+    pva_port = free_port()
     env = {**os.environ, "EPICS_CA_SERVER_PORT": str(PORT),
-           "EPICS_CA_REPEATER_PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}  # fmt: skip
+           "EPICS_CA_REPEATER_PORT": str(free_port()), "PYTHONUNBUFFERED": "1",
+           "EPICS_PVA_SERVER_PORT": str(pva_port), "EPICS_PVA_BROADCAST_PORT": str(pva_port),
+           "EPICS_PVA_ADDR_LIST": "127.0.0.1", "EPICS_PVA_AUTO_ADDR_LIST": "NO",
+           "EPICS_PVAS_INTF_ADDR_LIST": "127.0.0.1"}  # fmt: skip
+    os.environ.update({k: v for k, v in env.items() if k.startswith("EPICS_PVA")})
     t0 = time.perf_counter()
     ioc = Proc(
         "sim_ioc",
@@ -318,7 +337,8 @@ def main() -> None:
             bares.append(bare)
             asyncio.run(_bare_put(_initial_values(devices), timeout))  # back to the start
         bare = statistics.median(bares)
-        print(f"bare put-with-completion of {writable:,} setpoints (CAClient.write_many, "
+        client = "PVAClient" if PVA else "CAClient"
+        print(f"bare put-with-completion of {writable:,} setpoints ({client}.write_many, "
               f"incl. connect): {bare:.2f} s median of {_runs(bares)} ({ok:,} ok)")  # fmt: skip
         readbacks = [d.readback for d in devices if d.setpoint in targets and d.readback]
         floors = []

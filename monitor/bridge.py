@@ -6,15 +6,23 @@ web views (snapshot capture, restore, the EPICS test route).
    serve the next (a restore connects its 90K channels once: ``preconnect``, then write, then
    read back).
 2. **The protocol of an address is decided in one function**, ``protocol_of``: ``pva://`` is
-   pvAccess, ``ca://`` or no prefix is Channel Access. Each protocol's client is made by a
-   factory in ``CLIENTS``; a protocol without one answers every address with an error entry
-   (today pvAccess: ``monitor.ca.UNSUPPORTED_PVA``), never an exception.
+   pvAccess (``monitor.pva.PVAClient``), ``ca://`` or no prefix is Channel Access
+   (``monitor.ca.CAClient``). Each protocol's client is made by a factory in ``CLIENTS``; a
+   protocol without one answers every address with an error entry, never an exception.
+   With ``settings.EPICS_UNPREFIXED_PVA_FALLBACK`` a bare name that no CA server answers is
+   tried over pvAccess (``fallback_name``), for reads and writes alike; its result is
+   reported under the bare name.
 3. **Circuit breakers by one rule**: every client the bridge makes consults and records the
    process-wide breakers (``CircuitBreakers.shared``): an IOC whose calls keep failing is
    refused at once (``circuit breaker open for IOC ...``) instead of costing every later call
    its timeout, for capture, restore and diagnostics alike. Only the diagnostic ``probe`` of
    one name does not count its failure (``circuits.SuccessesOnly``).
-4. Reads go in windows of at most ``WINDOW`` addresses (and never more than
+4. **The monitor's client** (``MonitorClient``) is one object over both protocols' clients with
+   ``CAClient``'s monitoring interface: addresses go to the client of their protocol (the
+   pvAccess one made only when a ``pva://`` address or the fallback needs it); with the
+   fallback on, a bare name that CA has not connected ``FALLBACK_AFTER`` seconds after it was
+   subscribed is subscribed over pvAccess too and its updates reported under the bare name.
+5. Reads go in windows of at most ``WINDOW`` addresses (and never more than
    ``settings.EPICS_CONCURRENCY`` in flight); ``on_chunk(done, total)`` runs on the CALLER's
    thread after each window, so progress written to the database uses the caller's connection.
 """
@@ -22,6 +30,7 @@ web views (snapshot capture, restore, the EPICS test route).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -31,10 +40,13 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
-from monitor.ca import UNSUPPORTED_PVA, CAClient
+from monitor import ca, pva
+from monitor.ca import CAClient
 from monitor.circuits import Breakers, CircuitBreakers, SuccessesOnly
+from monitor.pva import PVAClient
 from monitor.values import Entry
 
+FALLBACK_AFTER = 2.0  # s a bare name may search over CA before pvAccess is tried as well
 WINDOW = 5000  # addresses per read window: measured as fast as one read_many of everything
 
 CA, PVA = "ca", "pva"
@@ -43,6 +55,23 @@ CA, PVA = "ca", "pva"
 def protocol_of(address: str) -> str:
     """The protocol that serves ``address`` (module docstring, 2)."""
     return PVA if address.startswith("pva://") else CA
+
+
+def fallback_name(address: str) -> str | None:
+    """The pvAccess address to try when CA finds no server for ``address``: only bare names,
+    and only with ``settings.EPICS_UNPREFIXED_PVA_FALLBACK`` (module docstring, 2)."""
+    if not settings.EPICS_UNPREFIXED_PVA_FALLBACK or "://" in address:
+        return None
+    return "pva://" + address
+
+
+def _never_found(error: str | None) -> bool:
+    """A CA failure that says no server has the name (what the PVA fallback retries)."""
+    return error in (ca.NOT_CONNECTED, ca.TIMED_OUT)
+
+
+def _never_found_pva(error: str | None) -> bool:
+    return error == pva.NO_ANSWER
 
 
 class EpicsClient(Protocol):
@@ -63,9 +92,13 @@ def _ca_client(breakers: Breakers) -> EpicsClient:
     return CAClient(breakers=breakers)
 
 
-#: protocol -> factory of its client (module docstring, 2); the pvAccess issue adds PVA here.
-CLIENTS: dict[str, Callable[[Breakers], EpicsClient]] = {CA: _ca_client}
-UNSUPPORTED = {PVA: UNSUPPORTED_PVA}
+def _pva_client(breakers: Breakers) -> EpicsClient:
+    return PVAClient(breakers=breakers)
+
+
+#: protocol -> factory of its client (module docstring, 2).
+CLIENTS: dict[str, Callable[[Breakers], EpicsClient]] = {CA: _ca_client, PVA: _pva_client}
+UNSUPPORTED: dict[str, str] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,10 +214,24 @@ class Bridge:
                 out.update(chunk)
                 if on_chunk is not None:
                     on_chunk(len(out), total)
+        retry = {
+            alias: name
+            for name, entry in out.items()
+            if not entry.get("connected")
+            and _never_found(entry.get("error"))
+            and (alias := fallback_name(name)) is not None
+        }
+        if retry:
+            client = self._client(PVA)
+            assert client is not None
+            for chunk in self._windows(client, list(retry), timeout):
+                for alias, entry in chunk.items():
+                    if entry.get("connected"):
+                        out[retry[alias]] = entry
         return out
 
     def _windows(self, client: EpicsClient, names: list[str], timeout: float) -> Any:
-        """Each window's entries as it completes (module docstring, 4), read on the loop
+        """Each window's entries as it completes (module docstring, 5), read on the loop
         thread and handed to this one."""
         size = max(1, min(WINDOW, settings.EPICS_CONCURRENCY))
         results: queue.Queue = queue.Queue()
@@ -220,6 +267,23 @@ class Bridge:
                 continue
             raw = self._call(client.write_many({n: targets[n] for n in group}, timeout, wait))
             out.update({name: _put_result(raw.get(name)) for name in group})
+        retry = {
+            alias: name
+            for name, result in out.items()
+            if not result.ok
+            and not result.unknown
+            and _never_found(result.error)
+            and (alias := fallback_name(name)) is not None
+        }
+        if retry:
+            client = self._client(PVA)
+            assert client is not None
+            raw = self._call(client.write_many({a: targets[n] for a, n in retry.items()},
+                                               timeout, wait))  # fmt: skip
+            for alias, name in retry.items():
+                result = _put_result(raw.get(alias))
+                if result.ok or result.unknown or not _never_found_pva(result.error):
+                    out[name] = result
         return out
 
 
@@ -242,3 +306,122 @@ def write(targets: dict[str, Any], timeout: float, *, wait: bool = True) -> dict
     """``Bridge.write`` on a bridge of its own, closed after."""
     with Bridge() as bridge:
         return bridge.write(targets, timeout, wait=wait)
+
+
+class MonitorClient:
+    """Both protocols' clients as one, for the monitor (module docstring, 4)."""
+
+    def __init__(self) -> None:
+        self.on_update: Callable[[str, Entry], None] | None = None
+        self.on_connection: Callable[[str, bool], None] | None = None
+        self.ca = CAClient(on_update=self._ca_update, on_connection=self._ca_connection)
+        self.pva: PVAClient | None = None
+        self.aliases: dict[str, str] = {}  # pva:// alias -> bare name served through it
+        self.trying: dict[str, float] = {}  # bare name -> when subscribed, until CA connects
+        self.tasks: list[asyncio.Task] = []
+
+    async def __aenter__(self) -> MonitorClient:
+        await self.ca.start()
+        if settings.EPICS_UNPREFIXED_PVA_FALLBACK:
+            self.tasks.append(asyncio.create_task(self._fallback_loop(), name="pva-fallback"))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.ca.close()
+        if self.pva is not None:
+            await self.pva.close()
+
+    @property
+    def disconnects(self) -> int:
+        return self.ca.disconnects + (self.pva.disconnects if self.pva else 0)
+
+    @property
+    def failed_connects(self) -> int:
+        return self.ca.failed_connects + (self.pva.failed_connects if self.pva else 0)
+
+    def _pva_client(self) -> PVAClient:
+        if self.pva is None:
+            self.pva = PVAClient(on_update=self._pva_update, on_connection=self._pva_connection)
+            self.pva.start_now()
+        return self.pva
+
+    def subscribe(
+        self,
+        names: Sequence[str],
+        on_update: Callable[[str, Entry], None] | None = None,
+        on_connection: Callable[[str, bool], None] | None = None,
+    ) -> None:
+        if on_update is not None:
+            self.on_update = on_update
+        if on_connection is not None:
+            self.on_connection = on_connection
+        groups = _by_protocol(names)
+        if groups.get(CA):
+            self.ca.subscribe(groups[CA])
+            now = time.monotonic()
+            for name in groups[CA]:
+                if fallback_name(name) is not None:
+                    self.trying[name] = now
+        if groups.get(PVA):
+            self._pva_client().subscribe(groups[PVA])
+
+    def clear(self, names: Sequence[str]) -> None:
+        groups = _by_protocol(names)
+        self.ca.clear(groups.get(CA, []))
+        gone = list(groups.get(PVA, []))
+        for name in groups.get(CA, []):
+            self.trying.pop(name, None)
+            alias = fallback_name(name)
+            if alias is not None and self.aliases.pop(alias, None) is not None:
+                gone.append(alias)
+        if gone and self.pva is not None:
+            self.pva.clear(gone)
+
+    def is_connected(self, name: str) -> bool:
+        if protocol_of(name) == PVA:
+            return self.pva is not None and self.pva.is_connected(name)
+        if self.ca.is_connected(name):
+            return True
+        alias = fallback_name(name)
+        return alias in self.aliases and self.pva is not None and self.pva.is_connected(alias)
+
+    async def _fallback_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            limit = time.monotonic() - FALLBACK_AFTER
+            late = [n for n, since in self.trying.items() if since <= limit]
+            for name in late:
+                del self.trying[name]
+            late = [n for n in late if not self.ca.is_connected(n)]
+            if late:
+                aliases = {"pva://" + name: name for name in late}
+                self.aliases.update(aliases)
+                self._pva_client().subscribe(list(aliases))
+
+    # --- callbacks ----------------------------------------------------------------------------
+    def _ca_update(self, name: str, entry: Entry) -> None:
+        if self.aliases and entry.get("connected"):
+            alias = "pva://" + name
+            if self.aliases.pop(alias, None) is not None and self.pva is not None:
+                self.pva.clear([alias])  # CA serves it after all
+        if self.on_update is not None:
+            self.on_update(name, entry)
+
+    def _ca_connection(self, name: str, connected: bool) -> None:
+        if self.on_connection is not None:
+            self.on_connection(name, connected)
+
+    def _pva_update(self, name: str, entry: Entry) -> None:
+        name = self.aliases.get(name, name)
+        if self.on_update is not None:
+            self.on_update(name, entry)
+
+    def _pva_connection(self, name: str, connected: bool) -> None:
+        name = self.aliases.get(name, name)
+        if self.on_connection is not None:
+            self.on_connection(name, connected)

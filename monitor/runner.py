@@ -3,7 +3,7 @@
 ``run()`` waits for the shard's leader lock (standby), then as leader:
 
 1. loads every address of its shard of the catalog (monitor.services) and subscribes all of
-   them through one ``monitor.ca.CAClient``;
+   them through one ``monitor.bridge.MonitorClient`` (Channel Access and pvAccess);
 2. keeps the latest entry per address in ``pending`` (a dict keyed by address: a burst
    coalesces, latest value wins, memory is bounded by the catalog size) and flushes it every
    ``MONITOR_FLUSH_INTERVAL`` as ONE pipeline: HSET of packed entries, SADD/SREM of the
@@ -35,7 +35,7 @@ from django.conf import settings
 from django.db import close_old_connections, connections
 
 from monitor import events, services, values
-from monitor.ca import CAClient
+from monitor.bridge import MonitorClient
 from monitor.cache import shard_of
 from monitor.values import Entry
 
@@ -77,7 +77,7 @@ async def _fingerprint() -> tuple[int, str]:
 class Monitor:
     """The leader's state: subscriptions, latest entries, the pending batch, statistics."""
 
-    def __init__(self, *, redis_client: aioredis.Redis, client: CAClient, shards: int, shard: int):
+    def __init__(self, *, redis_client: aioredis.Redis, client: Any, shards: int, shard: int):
         self.redis = redis_client
         self.client = client
         self.shards = shards
@@ -291,7 +291,7 @@ async def run(
     shard: int = 0,
     max_seconds: float | None = None,
     stop: asyncio.Event | None = None,
-    client_factory: Callable[[], CAClient] = CAClient,
+    client_factory: Callable[[], Any] = MonitorClient,
 ) -> int:
     """Run the monitor (standby until it holds the lock) until stopped; the exit code."""
     if not 0 <= shard < shards:
@@ -342,7 +342,7 @@ async def _lead(
     shards: int,
     shard: int,
     stop: asyncio.Event,
-    client_factory: Callable[[], CAClient],
+    client_factory: Callable[[], Any],
 ) -> None:
     """Monitor as leader until ``stop`` or until the lock is lost."""
     lost = asyncio.Event()

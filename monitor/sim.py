@@ -8,6 +8,11 @@ Each device ``<prefix>:DEV<i>`` has a setpoint ``:SP`` and a readback ``:RBV``. 
 forward link processes the readback, so a put shows on the readback at once; readbacks of the
 "changing" share are also scanned periodically and get fresh noise on every scan. The kind of a
 device depends only on its index, so tests can predict it (``device_kind``).
+
+Every record is served over pvAccess too (the IOC's QSRV); ``pva_records`` adds two PVs that only
+pvAccess serves (QSRV groups): ``<prefix>:PVA:TABLE``, an NTTable of magnet names and strengths,
+and ``<prefix>:PVA:MODE``, an NTEnum. ``catalog_write(pva_share=...)`` gives a share of the
+devices ``pva://`` addresses.
 """
 
 from __future__ import annotations
@@ -221,27 +226,86 @@ def _readback_fields(desc: str, source: object, units: str, scan: str) -> list[t
     ]
 
 
-def database_write(*, devices: list[Device], rate: float, out: TextIO) -> int:
-    """Write the EPICS database of ``devices`` to ``out``; the number of records written."""
+TABLE_NAMES = ("QF1", "QD1", "QF2")
+TABLE_K = (1.5, -2.25, 3.0)
+MODE_LABELS = ("LOCAL", "REMOTE", "AUTO")
+
+
+def pva_table(prefix: str) -> str:
+    return f"{prefix}:PVA:TABLE"
+
+
+def pva_mode(prefix: str) -> str:
+    return f"{prefix}:PVA:MODE"
+
+
+def _strings(items: Iterable[str]) -> str:
+    return "[" + ",".join(f'\\"{item}\\"' for item in items) + "]"
+
+
+def pva_records(prefix: str) -> str:
+    """The PVA-only normative types (module docstring): QSRV groups over plain records."""
+    table, mode = pva_table(prefix), pva_mode(prefix)
+    n = len(TABLE_NAMES)
+
+    def group(name: str, field: str, order: int, nt: str = "") -> str:
+        """One record's whole ``Q:group`` info (a record holds one info of a name)."""
+        mapping = f'"+type": "plain", "+channel": "VAL", "+putorder": {order}, "+trigger": "*"'
+        head = f'"+id": "epics:nt/{nt}:1.0", "": {{"+type": "meta", "+channel": "VAL"}}, '
+        body = (head if nt else "") + f'"{field}": {{{mapping}}}'
+        return f'  info(Q:group, {{"{name}": {{{body}}}}})\n}}\n'
+
+    return (
+        f'record(waveform, "{table}:LABELS") {{ field(FTVL, "STRING") field(NELM, "2")\n'
+        f'  field(INP, "{_strings(("name", "k"))}") field(PINI, "YES")\n'
+        + group(table, "labels", 0, "NTTable")
+        + f'record(waveform, "{table}:NAME") {{ field(FTVL, "STRING") field(NELM, "{n}")\n'
+        f'  field(INP, "{_strings(TABLE_NAMES)}") field(PINI, "YES")\n'
+        + group(table, "value.name", 1)
+        + f'record(waveform, "{table}:K") {{ field(FTVL, "DOUBLE") field(NELM, "{n}")\n'
+        f'  field(INP, "[{",".join(map(str, TABLE_K))}]") field(PINI, "YES")\n'
+        + group(table, "value.k", 2)
+        + f'record(mbbo, "{mode}:IDX") {{ field(ZRST, "{MODE_LABELS[0]}")'
+        f' field(ONST, "{MODE_LABELS[1]}") field(TWST, "{MODE_LABELS[2]}")'
+        f' field(VAL, "2") field(PINI, "YES")\n'
+        + group(mode, "value.index", 0, "NTEnum")
+        + f'record(waveform, "{mode}:CHOICES") {{ field(FTVL, "STRING") field(NELM, "3")\n'
+        f'  field(INP, "{_strings(MODE_LABELS)}") field(PINI, "YES")\n'
+        + group(mode, "value.choices", 0)
+    )
+
+
+def database_write(*, devices: list[Device], rate: float, out: TextIO, prefix: str = "") -> int:
+    """Write the EPICS database of ``devices`` to ``out`` (with the PVA-only records of
+    ``prefix`` when given); the number of records written."""
     scan = scan_for_rate(rate)
     records = 0
     for device in devices:
         for text in _records(device, scan):
             out.write(text)
             records += 1
+    if prefix:
+        out.write(pva_records(prefix))
     return records
 
 
-def catalog_write(*, devices: list[Device], out: TextIO) -> int:
-    """Write the import_pvs CSV catalog of ``devices`` to ``out``; the number of rows."""
+def is_pva(index: int, pva_share: float) -> bool:
+    """Whether device ``index`` gets ``pva://`` addresses in the catalog (spread by a hash)."""
+    return _hash_fraction(index * 7 + 3) < pva_share
+
+
+def catalog_write(*, devices: list[Device], out: TextIO, pva_share: float = 0.0) -> int:
+    """Write the import_pvs CSV catalog of ``devices`` to ``out``; the number of rows.
+    A ``pva_share`` of the devices (``is_pva``) get ``pva://`` addresses."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_HEADER)
     for d in devices:
         numeric = d.kind in ("analog", "readonly")
+        scheme = "pva://" if is_pva(d.index, pva_share) else ""
         writer.writerow(
             (
-                d.setpoint or "",
-                d.readback,
+                scheme + d.setpoint if d.setpoint else "",
+                scheme + d.readback,
                 f"Simulated {d.kind} device {d.index}",
                 d.name,
                 "0.05" if numeric else "",
@@ -254,7 +318,7 @@ def catalog_write(*, devices: list[Device], out: TextIO) -> int:
     return len(devices)
 
 
-def catalog_save(*, devices: list[Device], path: Path) -> int:
+def catalog_save(*, devices: list[Device], path: Path, pva_share: float = 0.0) -> int:
     """Write the CSV catalog to ``path``."""
     with path.open("w", newline="") as out:
-        return catalog_write(devices=devices, out=out)
+        return catalog_write(devices=devices, out=out, pva_share=pva_share)

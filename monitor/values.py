@@ -11,9 +11,15 @@ An *entry* is a plain dict with these keys (absent or None when unknown):
     timestamp    the IOC's timestamp, UTC epoch seconds
     units, precision, upper_ctrl_limit, lower_ctrl_limit, enum_strs   display metadata
     error        text when the value could not be read, or was NaN/Inf
+    structure    pvAccess structures only: ``TABLE`` (an NTTable, ``value`` is ``table_value``)
+                 or ``STRUCT`` (any other structure, ``value`` its JSON; not restorable)
 
 NaN and ±Inf never leave this module: ``clean`` turns them into None and says so in ``error``.
 In Redis an entry is msgpack; on the wire it is a CacheEntry (contract §8.3) via ``to_wire``.
+
+pvAccess values use the same keys (``monitor.pva``): an NTEnum is an enum exactly as CA's, an
+NTScalar a scalar. An NTTable's ``value`` is ``{"labels": [...], "columns": {name: [cells]},
+"types": {name: element type}}`` (``table_value``), compared cell by cell.
 
 Enums on the wire: ``value`` is the integer index, as a snapshot stores it (contract §8.2) and
 the FastAPI Squirrel sends on both sides, so a frontend comparing a saved with a live ``value``
@@ -35,6 +41,8 @@ ALARM_STATUS: tuple[str, ...] = (
 )  # fmt: skip
 SEVERITY: tuple[str, ...] = ("NO_ALARM", "MINOR", "MAJOR", "INVALID")
 NON_FINITE = "value was NaN or infinite"
+TABLE, STRUCT = "table", "struct"
+NOT_RESTORABLE = "not restorable: a pvAccess structure other than a scalar, an enum or a table"
 DISCONNECTED = "Disconnected from IOC"
 
 
@@ -52,6 +60,16 @@ class Entry(TypedDict, total=False):
     lower_ctrl_limit: float | None
     enum_strs: list[str] | None
     error: str | None
+    structure: str | None
+
+
+def table_value(*, labels: list[str], columns: dict[str, list[Any]], types: dict[str, str]) -> dict:
+    """An NTTable's ``value`` (module docstring): NaN/Inf cells as None."""
+    return {
+        "labels": labels,
+        "columns": {name: finite(cells) for name, cells in columns.items()},
+        "types": types,
+    }
 
 
 def _finite(value: Any) -> tuple[Any, bool]:
@@ -81,6 +99,15 @@ def finite(value: Any) -> Any:
     if isinstance(value, list):
         return value if all_finite(value) else [finite(v) for v in value]
     return value
+
+
+def finite_json(value: Any) -> Any:
+    """``finite`` through dicts too (a pvAccess structure's JSON)."""
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, list) and any(isinstance(item, dict | list) for item in value):
+        return [finite_json(item) for item in value]
+    return finite(value)
 
 
 def all_finite(items: list[Any]) -> bool:

@@ -11,6 +11,9 @@ export SQUIRREL_ANONYMOUS_ACCESS="${SQUIRREL_ANONYMOUS_ACCESS:-restore}"
 export EPICS_CA_ADDR_LIST=127.0.0.1 EPICS_CA_AUTO_ADDR_LIST=NO
 export EPICS_CA_SERVER_PORT="${EPICS_CA_SERVER_PORT:-5064}"
 export EPICS_CA_REPEATER_PORT="${EPICS_CA_REPEATER_PORT:-5065}"
+export EPICS_PVA_ADDR_LIST=127.0.0.1 EPICS_PVA_AUTO_ADDR_LIST=NO EPICS_PVAS_INTF_ADDR_LIST=127.0.0.1
+export EPICS_PVA_SERVER_PORT="${EPICS_PVA_SERVER_PORT:-5075}"
+export EPICS_PVA_BROADCAST_PORT="${EPICS_PVA_BROADCAST_PORT:-5076}"
 [ -s .demo/secret_key ] || $PY -c "import secrets; print(secrets.token_urlsafe(48))" > .demo/secret_key
 export SQUIRREL_SECRET_KEY_FILE="$PWD/.demo/secret_key"
 
@@ -18,7 +21,9 @@ $PY manage.py migrate --noinput
 $PY manage.py collectstatic --noinput -v 0
 
 csv=".demo/sim_${SQUIRREL_DEMO_PVS}.csv"
-$PY manage.py sim_ioc --count "$SQUIRREL_DEMO_PVS" --prefix SIM --csv-only --write-csv "$csv"
+# A fifth of the devices are catalogued as pva:// (the sim IOC serves every record over both).
+$PY manage.py sim_ioc --count "$SQUIRREL_DEMO_PVS" --prefix SIM --csv-only --write-csv "$csv" \
+  --pva-share 0.2
 if [ "$($PY manage.py shell -c 'from pvs.models import PV; print(PV.objects.exists())')" = "True" ]; then
   echo "demo: catalog already imported, skipping import_pvs"
 else

@@ -14,6 +14,8 @@ enum (``index`` set)   ENUM: ``num`` = index, ``text`` = label
 numeric list           FLOAT_ARRAY or INT_ARRAY in ``array`` (NaN/Inf elements NULL,
                        ``error`` = NON_FINITE)
 list with a str        STRING_ARRAY, ``text`` holds the JSON list
+NTTable (pvAccess)     TABLE, ``text`` holds ``values.table_value`` as JSON
+other PVA structure    STRUCT, ``text`` holds its JSON (never restored)
 =====================  =======================================================
 
 ``status``/``severity`` are smallints, ``ts`` the IOC timestamp (UTC epoch seconds).
@@ -60,6 +62,8 @@ KIND_FLOAT_ARRAY, KIND_INT_ARRAY, KIND_STRING_ARRAY = (
     int(ValueKind.INT_ARRAY),
     int(ValueKind.STRING_ARRAY),
 )
+KIND_TABLE, KIND_STRUCT = int(ValueKind.TABLE), int(ValueKind.STRUCT)
+_JSON_KINDS = (KIND_STRING_ARRAY, KIND_TABLE, KIND_STRUCT)
 _DIRECT = int(ValueSource.DIRECT)
 _IMPORTED = int(ValueSource.IMPORTED)
 _NUMERIC_ARRAYS = (KIND_FLOAT_ARRAY, KIND_INT_ARRAY)
@@ -192,6 +196,9 @@ def _value_columns(entry: Entry) -> tuple[int, float | None, str | None, str | N
         if bad:  # values.clean turned NaN/Inf elements into None
             error = error or values.NON_FINITE
         return kind, None, None, literal, error
+    if cls is dict:  # a pvAccess structure (monitor.values)
+        kind = KIND_TABLE if entry.get("structure") == values.TABLE else KIND_STRUCT
+        return kind, None, json.dumps(values.finite_json(value), ensure_ascii=False), None, error
     if isinstance(value, float):  # a float subclass (numpy.float64)
         return _value_columns({**entry, "value": float(value)})
     if isinstance(value, int):
@@ -273,7 +280,7 @@ def side_value(kind: int | None, num: float | None, text: str | None, array: Any
         return list(array) if array is not None else None
     if kind == KIND_INT_ARRAY:
         return [None if x is None else int(x) for x in array] if array is not None else None
-    if kind == KIND_STRING_ARRAY:
+    if kind in _JSON_KINDS:
         return json.loads(text) if text is not None else None
     return None
 
@@ -290,7 +297,7 @@ def side_wire_value(kind: int | None, num: float | None, text: str | None, array
         return values.finite(array)
     if kind == KIND_INT_ARRAY:
         return [None if x is None else int(x) for x in array] if array is not None else None
-    if kind == KIND_STRING_ARRAY:
+    if kind in _JSON_KINDS:
         return json.loads(text) if text is not None else None
     return None
 
@@ -310,6 +317,10 @@ def entry_from_columns(cols: tuple[Any, ...]) -> Entry | None:
     }
     if kind == KIND_ENUM and num is not None:
         entry["index"] = int(num)
+    elif kind == KIND_TABLE:
+        entry["structure"] = values.TABLE
+    elif kind == KIND_STRUCT:
+        entry["structure"] = values.STRUCT
     units, precision, upper, lower, enum_strs = cols[11:16]
     entry["units"] = units
     entry["precision"] = precision

@@ -29,7 +29,12 @@ from snapshots.codec import (
     side_from_entry,
 )
 from snapshots.models import Snapshot
-from snapshots.tolerance import array_compare, is_array, within_tolerance
+from snapshots.tolerance import (
+    array_compare,
+    is_array,
+    table_differing_cells,
+    within_tolerance,
+)
 from squirrel.exceptions import NotFound
 from squirrel.perf import gc_paused
 
@@ -188,6 +193,10 @@ def _side_detail(
         detail["withinTolerance"] = diff.within
         detail["differingElements"] = diff.differing
         detail["maxAbsDelta"] = diff.max_abs_delta
+    elif type(c1) is dict and type(c2) is dict and "columns" in c1 and "columns" in c2:
+        cells = table_differing_cells(c1, c2, abs_tol=abs_tol, rel_tol=rel_tol)
+        detail["withinTolerance"] = cells == 0
+        detail["differingCells"] = cells
     else:
         detail["withinTolerance"] = within_tolerance(c1, c2, abs_tol=abs_tol, rel_tol=rel_tol)
     detail["quality1"] = s1.quality if s1 is not None else None

@@ -79,6 +79,8 @@ class ValueKind(models.IntegerChoices):
     FLOAT_ARRAY = 5  # array
     INT_ARRAY = 6  # array, integral
     STRING_ARRAY = 7  # text holds a JSON list
+    TABLE = 8  # pvAccess NTTable: text holds its JSON (monitor.values.table_value)
+    STRUCT = 9  # any other pvAccess structure: text holds its JSON; not restorable
 
 
 class ValueSource(models.IntegerChoices):

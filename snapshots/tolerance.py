@@ -102,7 +102,9 @@ def within_tolerance(v1: Any, v2: Any, *, abs_tol: float = 0.0, rel_tol: float =
     4. Both convert to float (numbers, bools, numeric strings): ``d = |f1 - f2|`` matches
        when ``d <= abs_tol``, or when ``rel_tol > 0``, ``f1 != 0`` and ``d/|f1| <= rel_tol``.
        NaN never matches.
-    5. Otherwise plain equality.
+    5. Two tables (pvAccess NTTable values, ``monitor.values.table_value``): cell by cell with
+       this rule, the same columns and lengths required (``table_differing_cells``).
+    6. Otherwise plain equality.
     """
     t1, t2 = type(v1), type(v2)
     if t1 is float and t2 is float:  # the common case, first
@@ -118,6 +120,8 @@ def within_tolerance(v1: Any, v2: Any, *, abs_tol: float = 0.0, rel_tol: float =
         if not (is_array(v1) and is_array(v2)):
             return False
         return array_compare(v1, v2, abs_tol=abs_tol, rel_tol=rel_tol).within
+    if t1 is dict and t2 is dict and "columns" in v1 and "columns" in v2:
+        return table_differing_cells(v1, v2, abs_tol=abs_tol, rel_tol=rel_tol) == 0
     f1, f2 = _as_float(v1), _as_float(v2)
     if f1 is not None and f2 is not None:
         d = abs(f1 - f2)
@@ -125,3 +129,22 @@ def within_tolerance(v1: Any, v2: Any, *, abs_tol: float = 0.0, rel_tol: float =
             return True
         return rel_tol > 0 and f1 != 0 and d / abs(f1) <= rel_tol
     return v1 == v2
+
+
+def table_differing_cells(
+    t1: dict[str, Any], t2: dict[str, Any], *, abs_tol: float = 0.0, rel_tol: float = 0.0
+) -> int | None:
+    """How many cells of two tables differ (``within_tolerance`` per cell); None when their
+    shapes differ (other columns, or a column of another length)."""
+    c1, c2 = t1.get("columns") or {}, t2.get("columns") or {}
+    if list(c1) != list(c2):
+        return None
+    differing = 0
+    for name, cells1 in c1.items():
+        cells2 = c2[name]
+        if len(cells1) != len(cells2):
+            return None
+        for a, b in zip(cells1, cells2, strict=True):
+            if not within_tolerance(a, b, abs_tol=abs_tol, rel_tol=rel_tol):
+                differing += 1
+    return differing

@@ -287,6 +287,8 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("SQUIRREL_TASK_SOFT_TIME_LIMIT", 540, mini
 EPICS_CONNECT_TIMEOUT = env_float("SQUIRREL_EPICS_CONNECT_TIMEOUT", 2.0, minimum=0.05)
 EPICS_TIMEOUT = env_float("SQUIRREL_EPICS_TIMEOUT", 5.0, minimum=0.05)
 EPICS_CONCURRENCY = env_int("SQUIRREL_EPICS_CONCURRENCY", 5000, minimum=1)
+# Bare names that no Channel Access server answers are tried over pvAccess (monitor.bridge).
+EPICS_UNPREFIXED_PVA_FALLBACK = env_bool("SQUIRREL_EPICS_UNPREFIXED_PVA_FALLBACK", False)
 # Per-IOC circuit breaker (monitor/circuits.py): open after this many consecutive failed calls,
 # one trial call after the cool-down.
 CIRCUIT_THRESHOLD = env_int("SQUIRREL_CIRCUIT_THRESHOLD", 5, minimum=1)

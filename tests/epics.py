@@ -1,7 +1,8 @@
 """Helpers for tests that talk Channel Access to the simulated IOC (``manage.py sim_ioc``).
 
 Every IOC runs as a subprocess on loopback, on its own free server port with its own repeater
-port, so parallel runs never answer each other's searches. Use ``run_sim_ioc`` for an IOC of a
+port, and its own pvAccess port (server and search, CA port + 2), so parallel runs never answer
+each other's searches. Use ``run_sim_ioc`` for an IOC of a
 test's own, or the module-scoped ``sim_ioc`` fixture (``from tests.epics import sim_ioc  #
 noqa: F401``) for a small shared one. No process outlives its context manager or fixture.
 """
@@ -42,23 +43,37 @@ def _bindable(port: int, kind: int) -> bool:
 
 
 def free_port() -> int:
-    """A port P free for TCP and UDP whose P+1 is free for UDP too (P+1 = repeater port)."""
+    """A port P free for TCP and UDP whose P+1 is free for UDP too (P+1 = repeater port) and
+    P+2 for TCP and UDP (the pvAccess server and search port, ``pva_port``)."""
     for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         if (
-            port < 65535
+            port < 65534
             and _bindable(port, socket.SOCK_DGRAM)
             and _bindable(port + 1, socket.SOCK_DGRAM)
+            and _bindable(port + 2, socket.SOCK_DGRAM)
+            and _bindable(port + 2, socket.SOCK_STREAM)
         ):
             return port
     raise RuntimeError("no free port pair found")
 
 
+def pva_port(port: int) -> int:
+    """The pvAccess port of the test IOC whose CA port is ``port`` (``free_port``)."""
+    return port + 2
+
+
 def epics_env(port: int) -> dict[str, str]:
-    """The loopback EPICS environment of a test IOC serving on ``port`` (repeater on port+1)."""
+    """The loopback EPICS environment of a test IOC serving on ``port`` (repeater on port+1,
+    pvAccess on port+2)."""
     return {
+        "EPICS_PVA_SERVER_PORT": str(pva_port(port)),
+        "EPICS_PVA_BROADCAST_PORT": str(pva_port(port)),
+        "EPICS_PVA_ADDR_LIST": "127.0.0.1",
+        "EPICS_PVA_AUTO_ADDR_LIST": "NO",
+        "EPICS_PVAS_INTF_ADDR_LIST": "127.0.0.1",
         "EPICS_CA_ADDR_LIST": "127.0.0.1",
         "EPICS_CA_AUTO_ADDR_LIST": "NO",
         "EPICS_CA_SERVER_PORT": str(port),

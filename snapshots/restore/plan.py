@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from monitor import bridge, cache, values
 from pvs.models import PV
-from snapshots.codec import RAW_SIDE, side_from_columns, side_from_entry
+from snapshots.codec import KIND_STRUCT, RAW_SIDE, side_from_columns, side_from_entry
 from snapshots.models import PlanAction, RestorePlan, RestorePlanItem, Snapshot, SnapshotValue
 from snapshots.restore.records import Item, copy_rows, json_text, row_get
 from snapshots.restore.selection import Selection
@@ -152,6 +152,8 @@ def plan_rows_saved(
             row.action, row.note = PlanAction.SKIP_READ_ONLY, READ_ONLY
         elif not sp_addr:
             row.action, row.note = PlanAction.SKIP_READ_ONLY, NO_SETPOINT
+        elif r[10] == KIND_STRUCT:  # r[10:17] is RAW_SIDE, the kind first
+            row.action, row.note = PlanAction.SKIP_READ_ONLY, values.NOT_RESTORABLE
         elif row.saved is None:
             row.action, row.note = PlanAction.SKIP_NO_VALUE, NO_SAVED_VALUE
         elif permitted is not None and pv_id not in permitted:
