@@ -13,7 +13,6 @@ from typing import Any
 
 from rest_framework import serializers
 
-from snapshots.codec import side_value
 from snapshots.live_verdicts import DISCONNECTED, EQUAL, NO_LIVE, OUT, Live, Page, SavedRow
 from snapshots.models import Snapshot
 from squirrel.api import MAX_QUERY_INT
@@ -44,19 +43,17 @@ def shown_text(value: Any, precision: int | None) -> str | None:
     return text if len(text) <= _TEXT_MAX else text[: _TEXT_MAX - 1] + "…"
 
 
-def _saved(raw: tuple[Any, ...] | None, units: str | None, precision: int | None) -> Any:
-    if raw is None:
+def _saved(present: bool, value: Any, units: str | None, precision: int | None) -> Any:
+    if not present:
         return None
-    return {"text": shown_text(side_value(*raw[:4]), precision), "units": units}
+    return {"text": shown_text(value, precision), "units": units}
 
 
 def _live(live: Live | None, precision: int | None) -> Any:
     if live is None:
         return None
-    side = live.side
-    value = side.label if side.label is not None else side.wire
     return {
-        "text": shown_text(value, precision if precision is not None else live.precision),
+        "text": shown_text(live.value, precision if precision is not None else live.precision),
         "units": live.units,
         "connected": live.connected,
         "severity": live.severity,
@@ -74,9 +71,9 @@ def live_row_dto(row: SavedRow, lives: dict[str, Live]) -> dict[str, Any]:
         "setpointAddress": row.sp_address,
         "readbackAddress": row.rb_address,
         "verdict": row.verdict,
-        "savedSetpoint": _saved(row.sp_raw, row.sp_units, row.precision),
+        "savedSetpoint": _saved(row.sp_present, row.sp_value, row.sp_units, row.precision),
         "liveSetpoint": _live(sp, row.precision),
-        "savedReadback": _saved(row.rb_raw, row.rb_units, row.precision),
+        "savedReadback": _saved(row.rb_present, row.rb_value, row.rb_units, row.precision),
         "liveReadback": _live(rb, row.precision),
     }
 

@@ -242,8 +242,7 @@ const Squirrel = (() => {
     document.getElementById("prev").addEventListener("click", () => { offset = Math.max(0, offset - Number(form.size.value)); load(); });
     document.getElementById("next").addEventListener("click", () => { offset += Number(form.size.value); load(); });
     watchMonitor();
-    load();
-    loadTags(form.tag).catch((e) => console.error(e));
+    load().then(() => loadTags(form.tag)).catch((e) => console.error(e));
   }
 
   // --- Snapshot vs live ------------------------------------------------------------------------
@@ -267,6 +266,7 @@ const Squirrel = (() => {
     let latest = null; // the last page answered, drawn at the next frame
     let timer = null;
     let request = 0;
+    let tagsLoading = false;
 
     function params() {
       const p = new URLSearchParams({ offset, limit: form.size.value });
@@ -365,6 +365,10 @@ const Squirrel = (() => {
           if (mine !== request) return;
           etag = response.headers.get("ETag");
           latest = body.payload;
+          if (!tagsLoading && latest.phase === "ready") {  // after the first screen, not before
+            tagsLoading = true;
+            loadTags(form.tag).catch((e) => console.error(e));
+          }
           if (latest.phase === "comparing") { wait = COMPARING_POLL_MS; etag = null; }
           draw();
         }
@@ -384,7 +388,6 @@ const Squirrel = (() => {
     document.getElementById("prev").addEventListener("click", () => { offset = Math.max(0, offset - Number(form.size.value)); etag = null; poll(); });
     document.getElementById("next").addEventListener("click", () => { offset += Number(form.size.value); etag = null; poll(); });
     poll();
-    loadTags(form.tag).catch((e) => console.error(e));
   }
 
   return { api, pvBrowser, snapshotLive };
