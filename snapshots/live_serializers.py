@@ -14,7 +14,6 @@ from typing import Any
 from rest_framework import serializers
 
 from snapshots.live_verdicts import DISCONNECTED, EQUAL, NO_LIVE, OUT, Live, Page, SavedRow
-from snapshots.models import Snapshot
 from squirrel.api import MAX_QUERY_INT
 
 LIVE_ROWS_DEFAULT_LIMIT = 100
@@ -78,12 +77,14 @@ def live_row_dto(row: SavedRow, lives: dict[str, Live]) -> dict[str, Any]:
     }
 
 
-def live_rows_dto(snapshot: Snapshot, page: Page, *, offset: int, limit: int) -> dict[str, Any]:
+def live_rows_dto(
+    snapshot_id: str, title: str, page: Page, *, offset: int, limit: int
+) -> dict[str, Any]:
     """LiveRowsDTO: one page of rows and the counts of the whole snapshot."""
     counts = page.counts
     return {
-        "snapshotId": str(snapshot.pk),
-        "title": snapshot.title,
+        "snapshotId": snapshot_id,
+        "title": title,
         "phase": page.phase,
         "monitorAlive": page.monitor_alive,
         "offset": offset,

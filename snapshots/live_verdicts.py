@@ -18,9 +18,11 @@ poll per open page is what made it unusable. Instead:
    (``monitor.cache.Liveness``): an address whose shard has no live heartbeat has *no live
    value*, whatever its cached entry says. Liveness is re-read every ``LIVENESS_SECONDS``;
    when the set of live shards changes every row is judged again from the entries held.
-4. A state nobody asked for in ``IDLE_SECONDS`` is dropped (the listener stops with the last
-   one); one older than ``REFRESH_SECONDS``, or whose listener lost Redis (updates missed), is
-   rebuilt by the next request while the old one keeps answering.
+4. A poll of a ready state queries nothing: the snapshot's existence and title are checked
+   again only every ``EXISTS_SECONDS``. A state nobody asked for in ``IDLE_SECONDS`` is
+   dropped (the listener stops with the last one); one older than ``REFRESH_SECONDS``, or
+   whose listener lost Redis (updates missed), is rebuilt by the next request while the old
+   one keeps answering.
 
 A page (``VerdictState.page``) filters by text, tags and verdict; filtered index lists are
 kept per filter until a verdict changes, so an unchanged page costs a slice and a hash
@@ -76,6 +78,7 @@ WAIT_SECONDS = 0.2  # how long a request waits for another's build before answer
 IDLE_SECONDS = 60.0
 REFRESH_SECONDS = 60.0
 LIVENESS_SECONDS = 1.0
+EXISTS_SECONDS = 5.0  # how long a poll trusts that the snapshot still exists (no query)
 _FILTER_CACHE = 32  # filtered index lists kept per state
 _TAG_SECONDS = 5.0  # how long a tag filter's PV ids are reused
 
@@ -237,6 +240,8 @@ class VerdictState:
     """The verdicts of one snapshot in this process (module docstring)."""
 
     snapshot_id: str
+    title: str = ""
+    checked_at: float = -math.inf  # when the snapshot was last seen to exist
     uid: str = field(default_factory=lambda: uuid.uuid4().hex)
     phase: str = COMPARING
     rows: list[SavedRow] = field(default_factory=list)
@@ -502,12 +507,31 @@ def _ensure_listener() -> None:
         raise redis.ConnectionError("could not subscribe to the update stream")
 
 
-def verdict_state(*, snapshot_id: str) -> VerdictState:
-    """This process's state of ``snapshot_id``, built now by the first caller (and rebuilt
-    when stale) while other callers get the one being built (phase ``comparing``)."""
+def state_checked(*, snapshot_id: str) -> VerdictState | None:
+    """The ready, fresh state of ``snapshot_id`` if its snapshot was seen to exist within
+    ``EXISTS_SECONDS`` (then a poll costs no query), else None: ask ``verdict_state``."""
+    with _lock:
+        state = _states.get(snapshot_id)
+    now = time.monotonic()
+    if (
+        state is None
+        or state.phase != READY
+        or now - state.checked_at > EXISTS_SECONDS
+        or now - state.built_at > REFRESH_SECONDS
+    ):
+        return None
+    return state
+
+
+def verdict_state(*, snapshot_id: str, title: str = "") -> VerdictState:
+    """This process's state of ``snapshot_id`` (which the caller has just seen to exist, with
+    ``title``), built now by the first caller (and rebuilt when stale) while other callers
+    get the one being built (phase ``comparing``)."""
     key = str(snapshot_id)
     with _lock:
         state = _states.get(key)
+        if state is not None:
+            state.title, state.checked_at = title, time.monotonic()
         build = state is None or (
             state.phase == READY
             and not state.rebuilding
@@ -516,11 +540,15 @@ def verdict_state(*, snapshot_id: str) -> VerdictState:
         if state is not None and build:
             state.rebuilding = True
         if state is None:
-            state = _states[key] = VerdictState(snapshot_id=key)
+            state = _states[key] = VerdictState(
+                snapshot_id=key, title=title, checked_at=time.monotonic()
+            )
     if not build:
         state.ready.wait(WAIT_SECONDS)
         return state
-    fresh = VerdictState(snapshot_id=key) if state.phase == READY else state
+    fresh = state
+    if state.phase == READY:
+        fresh = VerdictState(snapshot_id=key, title=title, checked_at=state.checked_at)
     try:
         _ensure_listener()
         if fresh is not state:

@@ -149,7 +149,6 @@ class SnapshotLiveRowsView(APIView):
         data = query_data(params, "offset", "limit", "q", lists=("tags",), blank_is_absent=True)
         query = validated(LiveRowsQuerySerializer(data=data), "query")
         only_out = query_bool(params, "onlyOut", False)
-        snapshot = services.snapshot_get(snapshot_id=snapshot_id)
         page_query = live_verdicts.PageQuery(
             offset=query["offset"],
             limit=query["limit"],
@@ -158,7 +157,12 @@ class SnapshotLiveRowsView(APIView):
             tags=tuple(sorted(str(t) for t in query["tags"])),
         )
         try:
-            state = live_verdicts.verdict_state(snapshot_id=str(snapshot.pk))
+            state = live_verdicts.state_checked(snapshot_id=snapshot_id)
+            if state is None:
+                snapshot = services.snapshot_get(snapshot_id=snapshot_id)
+                state = live_verdicts.verdict_state(
+                    snapshot_id=str(snapshot.pk), title=snapshot.title
+                )
             tagged = live_verdicts.tagged_pv_ids(state, page_query.tags)
             page = state.page(page_query, tagged)
         except redis.RedisError as exc:
@@ -166,7 +170,9 @@ class SnapshotLiveRowsView(APIView):
         headers = {"ETag": page.etag, "Cache-Control": "no-cache"}
         if request.headers.get("If-None-Match") == page.etag:
             return HttpResponse(status=304, headers=headers)
-        body = live_rows_dto(snapshot, page, offset=page_query.offset, limit=page_query.limit)
-        # Polled every second by every open page: encoded once with orjson (squirrel.api).
+        body = live_rows_dto(
+            state.snapshot_id, state.title, page, offset=page_query.offset, limit=page_query.limit
+        )
+        # Polled by every open page: encoded once with orjson (squirrel.api).
         content = encode(wrap_success(body) if envelope_enabled(self) else body)
         return HttpResponse(content, content_type="application/json", headers=headers)

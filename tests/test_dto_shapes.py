@@ -139,11 +139,13 @@ def test_live_rows(catalog, redis_client):
     live_verdicts.verdicts_reset()
     try:
         comparing = live_verdicts.Page("comparing", [], {}, 0, None, False, '"x"')
-        assert_shape(live_rows_dto(snap, comparing, offset=0, limit=10), LiveRowsOutSerializer())
-        state = live_verdicts.verdict_state(snapshot_id=str(snap.pk))
+        dto = live_rows_dto(str(snap.pk), snap.title, comparing, offset=0, limit=10)
+        assert_shape(dto, LiveRowsOutSerializer())
+        state = live_verdicts.verdict_state(snapshot_id=str(snap.pk), title=snap.title)
         page = state.page(live_verdicts.PageQuery(), None)
         assert len(page.rows) == 2
-        assert_shape(live_rows_dto(snap, page, offset=0, limit=100), LiveRowsOutSerializer())
+        dto = live_rows_dto(str(snap.pk), snap.title, page, offset=0, limit=100)
+        assert_shape(dto, LiveRowsOutSerializer())
     finally:
         live_verdicts.verdicts_reset()
 

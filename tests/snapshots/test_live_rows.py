@@ -254,3 +254,24 @@ def test_unknown_snapshot_is_404(api, db, snapshot_id):
 def test_redis_away_is_503_not_500(api, demo, redis_down):
     snapshot, _, _ = demo
     error(api.get(f"/v1/snapshots/{snapshot.pk}/live-rows"), 503)
+
+
+def test_a_poll_of_a_ready_state_queries_nothing(api, demo, django_assert_num_queries):
+    snapshot, _, _ = demo
+    rows_of(api, snapshot)
+    with django_assert_num_queries(0):
+        body = rows_of(api, snapshot, "?onlyOut=true")
+    assert body["title"] == "demo" and body["counts"]["total"] == 6
+
+
+def test_a_deleted_snapshot_is_404_once_checked_again(api, demo):
+    snapshot, _, _ = demo
+    rows_of(api, snapshot)
+    snapshot_id = str(snapshot.pk)
+    state = live_verdicts.state_checked(snapshot_id=snapshot_id)
+    assert state is not None
+    snapshot.delete()
+    url = f"/v1/snapshots/{snapshot_id}/live-rows"
+    assert payload(api.get(url))["title"] == "demo"  # within EXISTS_SECONDS: not checked yet
+    state.checked_at -= live_verdicts.EXISTS_SECONDS + 1  # the check is due
+    error(api.get(url), 404)

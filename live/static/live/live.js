@@ -7,13 +7,13 @@
 
    PV browser: GET /v1/pvs/search (natural address order) for the rows, the WebSocket for
    their live values.
-   Snapshot vs live: GET /v1/snapshots/{id}/live-rows every second with If-None-Match; the
+   Snapshot vs live: GET /v1/snapshots/{id}/live-rows every 2 s with If-None-Match; the
    server sends saved and live values already shown alike, with each row's verdict, from one
    comparison per snapshot shared by every open page. */
 "use strict";
 const Squirrel = (() => {
   const SEVERITY = ["NO_ALARM", "MINOR", "MAJOR", "INVALID"];
-  const POLL_MS = 1000;
+  const POLL_MS = 2000; // a put shows within ~2.2 s; each open page costs one request per 2 s
   const COMPARING_POLL_MS = 200;
 
   async function api(path) {
