@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from pvs.querysets import PVQuerySet
+from pvs.querysets import NATURAL_NAME, PVQuerySet
 from squirrel.models import BaseModel
 
 
@@ -42,6 +42,8 @@ class PV(BaseModel):
         db_table = "pv"
         ordering = ["id"]
         verbose_name = "PV"
+        # The PV browser's order (``PVQuerySet.natural_order``): walked, never sorted, per page.
+        indexes = [models.Index(NATURAL_NAME, models.F("id"), name="ix_pv_natural_name")]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(abs_tolerance__gte=0) & models.Q(rel_tolerance__gte=0),

@@ -7,9 +7,22 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from django.db import models
+from django.db.models.functions import Coalesce, Collate
 
 if TYPE_CHECKING:
     from pvs.models import PV  # noqa: F401 -- ruff does not see the quoted use in the base class
+
+
+NATURAL_COLLATION = "natural_sort"
+"""An ICU collation with numeric ordering (``und-u-kn-true``): ``DEV2`` before ``DEV10``.
+Created by migration pvs 0003."""
+
+NATURAL_NAME = Collate(
+    Coalesce("setpoint_address", "readback_address", "config_address"), NATURAL_COLLATION
+)
+"""The PV's name (``PV.name``: the setpoint address, else the readback, else the config; the
+address the API shows as ``setpointAddress``) in natural order. ``ix_pv_natural_name`` indexes
+exactly this expression."""
 
 
 class PVQuerySet(models.QuerySet["PV"]):
@@ -65,6 +78,11 @@ class PVQuerySet(models.QuerySet["PV"]):
     def after(self, pv_id: uuid.UUID | None) -> PVQuerySet:
         """Rows after a continuation token (ids are compared as UUIDs, as they are ordered)."""
         return self.filter(pk__gt=pv_id) if pv_id else self
+
+    def natural_order(self) -> PVQuerySet:
+        """By name in natural address order (``DEV2`` before ``DEV10``), then id: an index
+        walk (``ix_pv_natural_name``), so a page of 50K PVs costs no sort."""
+        return self.order_by(NATURAL_NAME, "id")
 
     def device_names(self) -> list[str]:
         """Sorted distinct non-empty device names."""

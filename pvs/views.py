@@ -141,7 +141,9 @@ class PVRestorePolicyView(APIView):
 
 
 class PVSearchView(APIView):
-    """GET: limit/offset search by text, devices and tags, ordered by setpoint."""
+    """GET: limit/offset search by text, devices and tags, ordered by setpoint address in
+    natural order (``DEV2`` before ``DEV10``; a read-back-only PV by the readback address its
+    DTO shows as ``setpointAddress``): the PV browser's query."""
 
     @extend_schema(parameters=[SearchQuerySerializer], responses=SearchOutSerializer)
     def get(self, request: Request) -> Response:
@@ -151,7 +153,7 @@ class PVSearchView(APIView):
             PV.objects.matching(query.get("q"))
             .with_devices(query["devices"])
             .with_any_tag(query["tags"])
-            .order_by("setpoint_address", "id")
+            .natural_order()
         )
         limit, offset = query["limit"], query["offset"]
         results = pv_elements(qs[offset : offset + limit])

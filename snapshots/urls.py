@@ -29,6 +29,11 @@ urlpatterns = [
         SnapshotCompareView.as_view(),
         name="compare",
     ),
+    path(
+        "snapshots/<str:snapshot_id>/live-rows",
+        views.SnapshotLiveRowsView.as_view(),
+        name="live-rows",
+    ),
     path("snapshots/<str:snapshot_id>/export", SnapshotExportView.as_view(), name="export"),
     path(
         "snapshots/<str:snapshot_id>/restore",

@@ -10,16 +10,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from django.http import StreamingHttpResponse
+import redis
+from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from snapshots import services
+from snapshots import live_verdicts, services
 from snapshots.capture_views import SnapshotCreateView
 from snapshots.filters import SnapshotFilterSet
+from snapshots.live_serializers import (
+    LiveRowsOutSerializer,
+    LiveRowsQuerySerializer,
+    live_rows_dto,
+)
 from snapshots.models import Snapshot
 from snapshots.serializers import (
     JobCreatedOutSerializer,
@@ -33,8 +39,16 @@ from snapshots.serializers import (
     value_row_json,
 )
 from snapshots.storage import snapshot_value_rows
-from squirrel.api import stream_json
-from squirrel.http import body_object, query_data, valid, valid_filterset, validated
+from squirrel.api import encode, envelope_enabled, stream_json, wrap_success
+from squirrel.exceptions import Unavailable
+from squirrel.http import (
+    body_object,
+    query_bool,
+    query_data,
+    valid,
+    valid_filterset,
+    validated,
+)
 
 
 def _page_query(request: Request) -> dict[str, Any]:
@@ -115,3 +129,50 @@ class SnapshotDetailView(APIView):
     def delete(self, request: Request, snapshot_id: str) -> Response:
         services.snapshot_delete(snapshot_id=snapshot_id)  # ``deleteData`` is ignored
         return Response(True)
+
+
+class SnapshotLiveRowsView(APIView):
+    """GET: one page of a snapshot's rows with saved and live values shown alike, each row's
+    verdict and the counts of the whole snapshot (our live page's route, not the contract's).
+    The verdicts are this process's shared state (``snapshots.live_verdicts``); an unchanged
+    page answers 304 to its ETag."""
+
+    @extend_schema(
+        parameters=[
+            LiveRowsQuerySerializer,
+            OpenApiParameter("onlyOut", bool, description="only rows out of tolerance"),
+        ],
+        responses=LiveRowsOutSerializer,
+    )
+    def get(self, request: Request, snapshot_id: str) -> HttpResponse:
+        params = request.query_params
+        data = query_data(params, "offset", "limit", "q", lists=("tags",), blank_is_absent=True)
+        query = validated(LiveRowsQuerySerializer(data=data), "query")
+        only_out = query_bool(params, "onlyOut", False)
+        page_query = live_verdicts.PageQuery(
+            offset=query["offset"],
+            limit=query["limit"],
+            q=query["q"],
+            only_out=only_out,
+            tags=tuple(sorted(str(t) for t in query["tags"])),
+        )
+        try:
+            state = live_verdicts.state_checked(snapshot_id=snapshot_id)
+            if state is None:
+                snapshot = services.snapshot_get(snapshot_id=snapshot_id)
+                state = live_verdicts.verdict_state(
+                    snapshot_id=str(snapshot.pk), title=snapshot.title
+                )
+            tagged = live_verdicts.tagged_pv_ids(state, page_query.tags)
+            page = state.page(page_query, tagged)
+        except redis.RedisError as exc:
+            raise Unavailable(f"Live values unavailable: {exc}") from exc
+        headers = {"ETag": page.etag, "Cache-Control": "no-cache"}
+        if request.headers.get("If-None-Match") == page.etag:
+            return HttpResponse(status=304, headers=headers)
+        body = live_rows_dto(
+            state.snapshot_id, state.title, page, offset=page_query.offset, limit=page_query.limit
+        )
+        # Polled by every open page: encoded once with orjson (squirrel.api).
+        content = encode(wrap_success(body) if envelope_enabled(self) else body)
+        return HttpResponse(content, content_type="application/json", headers=headers)

@@ -17,7 +17,8 @@ from jobs.models import Job
 from jobs.serializers import JobOutSerializer, job_dto
 from pvs.models import PV
 from pvs.serializers import PVElementOutSerializer, pv_element
-from snapshots import compare
+from snapshots import compare, live_verdicts
+from snapshots.live_serializers import LiveRowsOutSerializer, live_rows_dto
 from snapshots.models import Outcome, Restore, RestoreOutcome
 from snapshots.restore.plan import restore_plan_create
 from snapshots.restore.records import outcome_rows, plan_items_rows, summary_store
@@ -136,6 +137,23 @@ def test_snapshots_values_and_compare(catalog):
     )
     assert result.difference_count >= 1
     assert_shape(result.to_wire(), ComparisonOutSerializer())
+
+
+def test_live_rows(catalog, redis_client):
+    snap = snapshot_make([(catalog["pv"], ("ON", 1)), (catalog["equal"], 2.0)])
+    cache_set(redis_client, {"D:W:SP": "ON", "D:W:RBV": 1.0, "D:E:SP": 2.5})
+    live_verdicts.verdicts_reset()
+    try:
+        comparing = live_verdicts.Page("comparing", [], {}, 0, None, False, '"x"')
+        dto = live_rows_dto(str(snap.pk), snap.title, comparing, offset=0, limit=10)
+        assert_shape(dto, LiveRowsOutSerializer())
+        state = live_verdicts.verdict_state(snapshot_id=str(snap.pk), title=snap.title)
+        page = state.page(live_verdicts.PageQuery(), None)
+        assert len(page.rows) == 2
+        dto = live_rows_dto(str(snap.pk), snap.title, page, offset=0, limit=100)
+        assert_shape(dto, LiveRowsOutSerializer())
+    finally:
+        live_verdicts.verdicts_reset()
 
 
 def test_restore_plans_restores_and_outcomes(catalog, redis_client):

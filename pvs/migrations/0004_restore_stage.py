@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('pvs', '0002_trigram_search'),
+        ('pvs', '0003_natural_sort'),
         ('tags', '0001_initial'),
     ]
 
