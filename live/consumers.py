@@ -83,7 +83,10 @@ class LiveValuesConsumer(AsyncWebsocketConsumer):
             key_id = principal.api_key_id if principal is not None else None
             return principal, Credential(api_key_id=key_id)
         user, session = self.scope.get("user"), self.scope.get("session")
-        staff = staff_principal(user) if session_origin_allowed(headers) else None
+        staff = None
+        if session_origin_allowed(headers):
+            # reads the user's permissions and restore limits: database work, off the loop
+            staff = await database_sync_to_async(staff_principal)(user)
         if staff is not None and session is not None:
             return staff, Credential(session_key=session.session_key, user_id=str(user.pk))
         return anonymous_principal(), None
