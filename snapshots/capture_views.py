@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 
 from snapshots import capture, compare, export, services
 from snapshots.codec import QUALITIES
+from snapshots.restore.selection import selection_parse
 from snapshots.serializers import (
     ComparisonOutSerializer,
     SnapshotExportOutSerializer,
@@ -52,12 +53,16 @@ class SnapshotCreateView(APIView):
         data = body_object(request.data)
         description = _description(data)
         title = data.get("title")  # checked by the service (snapshot_title_clean)
+        # A subset: pvIds and/or tagFilters (OR inside a group, AND across), as a restore's.
+        selection = selection_parse(pv_ids=data.get("pvIds"), tag_filters=data.get("tagFilters"))
+        subset = selection.pv_ids is not None or bool(selection.tag_filters)
         if not run_async:
             snapshot = capture.snapshot_capture(
                 title=title,
                 description=description,
                 use_cache=use_cache,
                 created_by=created_by(request),
+                selection=selection if subset else None,
             )
             return Response(snapshot_summary_dto(snapshot))
         job = services.snapshot_create_enqueue(
@@ -65,6 +70,7 @@ class SnapshotCreateView(APIView):
             description=description,
             use_cache=use_cache,
             created_by=created_by(request),
+            selection=selection.to_json() if subset else None,
         )
         assert job.job_data is not None  # snapshot_create_enqueue creates the job with its data
         message = services.snapshot_create_queued_message(
