@@ -27,10 +27,14 @@ from snapshots.models import MetaPV, Snapshot, SnapshotSchedule, SnapshotValue
 from snapshots.restore import admin as restore_admin  # noqa: F401  (registers the audit models)
 from snapshots.serializers import value_row_dto
 from snapshots.storage import snapshot_value_rows
-from squirrel import audit
 from squirrel.exceptions import Invalid
 
 VALUES_PER_PAGE = 100
+
+
+def _actor(request: HttpRequest) -> str:
+    """The audit name of a staff user in the admin (as the API names a session user)."""
+    return f"user:{request.user.get_username()}"
 
 
 def _label_list(text: str) -> list[str]:
@@ -155,7 +159,7 @@ class SnapshotAdmin(admin.ModelAdmin):
     @admin.action(description="Delete selected snapshots and their values")
     def delete_with_values(self, request: HttpRequest, queryset: QuerySet[Snapshot]) -> None:
         ids = list(queryset.values_list("pk", flat=True))
-        done = services.snapshots_delete(snapshot_ids=ids, actor=audit.actor_of(request))
+        done = services.snapshots_delete(snapshot_ids=ids, actor=_actor(request))
         for _, reason in done.protected:
             self.message_user(request, f"Not deleted: {reason}", messages.ERROR)
         if done.deleted:
@@ -173,7 +177,7 @@ class SnapshotAdmin(admin.ModelAdmin):
                     snapshot_ids=list(queryset.values_list("pk", flat=True)),
                     add=form.cleaned_data["add"],
                     remove=form.cleaned_data["remove"],
-                    actor=audit.actor_of(request),
+                    actor=_actor(request),
                 )
             except Invalid as exc:
                 self.message_user(request, exc.message, messages.ERROR)
@@ -200,7 +204,7 @@ class SnapshotAdmin(admin.ModelAdmin):
         )
         if "labels" in form.changed_data:
             services.snapshot_labels_set(
-                snapshot_id=str(obj.pk), labels=obj.labels, actor=audit.actor_of(request)
+                snapshot_id=str(obj.pk), labels=obj.labels, actor=_actor(request)
             )
 
     def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
@@ -287,19 +291,27 @@ class SnapshotAdmin(admin.ModelAdmin):
         )
 
 
+SCHEDULE_FIELDS = ("name", "enabled", "interval_seconds", "crontab", "title_template",
+                   "tag_filters", "keep_last", "keep_days")  # fmt: skip
+
+
 class SnapshotScheduleForm(forms.ModelForm):
     class Meta:
         model = SnapshotSchedule
-        fields = (
-            "name",
-            "enabled",
-            "interval_seconds",
-            "crontab",
-            "title_template",
-            "tag_filters",
-            "keep_last",
-            "keep_days",
-        )
+        fields = SCHEDULE_FIELDS
+
+    def clean(self) -> dict[str, Any]:
+        """The service's rules (one home: ``schedules.schedule_clean``) as form errors."""
+        data = super().clean() or {}
+        fields = {f: data.get(f) for f in SCHEDULE_FIELDS}
+        fields["crontab"] = fields["crontab"] or None
+        fields["title_template"] = fields["title_template"] or ""
+        fields["enabled"] = bool(fields["enabled"])
+        try:
+            schedules.schedule_clean(schedules.ScheduleData(**fields))
+        except Invalid as exc:
+            raise forms.ValidationError(exc.message) from None
+        return data
 
 
 @admin.register(SnapshotSchedule)
@@ -317,19 +329,15 @@ class SnapshotScheduleAdmin(admin.ModelAdmin):
         self, request: HttpRequest, obj: SnapshotSchedule, form: Any, change: bool
     ) -> None:
         data = schedules.ScheduleData.of(obj)
-        actor = audit.actor_of(request)
-        try:
-            if change:
-                saved = schedules.schedule_update(schedule_id=str(obj.pk), data=data, actor=actor)
-            else:
-                saved = schedules.schedule_create(data=data, actor=actor)
-        except Invalid as exc:  # the form's own checks passed; a rule of the service did not
-            self.message_user(request, exc.message, messages.ERROR)
-            raise
+        actor = _actor(request)
+        if change:
+            saved = schedules.schedule_update(schedule_id=str(obj.pk), data=data, actor=actor)
+        else:
+            saved = schedules.schedule_create(data=data, actor=actor)
         obj.pk = saved.pk
 
     def delete_model(self, request: HttpRequest, obj: SnapshotSchedule) -> None:
-        schedules.schedule_delete(schedule_id=str(obj.pk), actor=audit.actor_of(request))
+        schedules.schedule_delete(schedule_id=str(obj.pk), actor=_actor(request))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[SnapshotSchedule]) -> None:
         for obj in queryset:
