@@ -16,7 +16,8 @@ from pvs.models import PV
 from snapshots.models import GOLDEN, Snapshot, SnapshotSchedule
 from squirrel.models import AuditEvent
 from tests.conftest import payload
-from tests.processes import Beat, Worker, worker_env, workers  # noqa: F401  (fixture)
+from tests.processes import Beat, Worker, worker_env
+from tests.processes import workers as workers  # the fixture
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -101,6 +102,9 @@ def test_beat_runs_schedule_retention_keeps_last_and_golden_no_burst(
     restarted.stop()
     after = _jobs(schedule_id)[before:]
     assert 1 <= len(after) <= 2, [j.created_at for j in after]
-    gaps = [(b.created_at - a.created_at).total_seconds() for a, b in zip(after, after[1:])]
+    gaps = [
+        (b.created_at - a.created_at).total_seconds()
+        for a, b in zip(after, after[1:], strict=False)
+    ]
     assert all(g >= 1.0 for g in gaps), gaps
     assert SnapshotSchedule.objects.get(pk=schedule_id).last_run_at is not None
