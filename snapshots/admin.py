@@ -303,7 +303,7 @@ class SnapshotScheduleForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         """The service's rules (one home: ``schedules.schedule_clean``) as form errors."""
         data = super().clean() or {}
-        fields = {f: data.get(f) for f in SCHEDULE_FIELDS}
+        fields: dict[str, Any] = {f: data.get(f) for f in SCHEDULE_FIELDS}
         fields["crontab"] = fields["crontab"] or None
         fields["title_template"] = fields["title_template"] or ""
         fields["enabled"] = bool(fields["enabled"])

@@ -12,6 +12,7 @@ from snapshots.capture_views import (
     SnapshotCompareLiveView,
     SnapshotCompareView,
     SnapshotExportView,
+    SnapshotImportView,
 )
 from snapshots.restore import views as restore_views
 
@@ -19,6 +20,7 @@ app_name = "snapshots"
 
 urlpatterns = [
     path("snapshots", views.SnapshotListView.as_view(), name="list"),
+    path("snapshots/import", SnapshotImportView.as_view(), name="import"),
     path(
         "snapshots/<str:snapshot_id>/compare/live",
         SnapshotCompareLiveView.as_view(),
