@@ -13,7 +13,7 @@ DAPHNE_OPTIONS := --websocket-max-message-size 8388608 --websocket-max-frame-siz
 # manage.py check/makemigrations need a key; tests make their own (squirrel/settings.py).
 check test typecheck: export SQUIRREL_SECRET_KEY ?= checks-only-not-a-secret
 
-.PHONY: setup up migrate demo demo-small test lint typecheck check run worker monitor sim-ioc bench clean
+.PHONY: setup up migrate demo demo-small test lint typecheck check run worker beat monitor sim-ioc bench clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -59,6 +59,9 @@ run: setup
 
 worker: setup
 	$(VENV)/bin/celery -A squirrel worker --loglevel=info
+
+beat: setup
+	$(VENV)/bin/celery -A squirrel beat --loglevel=info
 
 monitor: setup
 	$(PY) manage.py monitor

@@ -49,6 +49,7 @@ cat <<MSG
     API docs     http://127.0.0.1:8080/docs
     live values  http://127.0.0.1:8080/live/pvs
     admin        http://127.0.0.1:8080/admin/   user: demo   password: $(cat "$password_file")
+  Celery beat runs snapshot schedules (admin: Snapshot schedules; API: /v1/snapshot-schedules).
   Ctrl-C stops everything.
 
 MSG

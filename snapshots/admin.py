@@ -12,6 +12,7 @@ import math
 from typing import Any
 from urllib.parse import urlencode
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -21,13 +22,38 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from snapshots import services
-from snapshots.models import Snapshot, SnapshotValue
+from snapshots import schedules, services
+from snapshots.models import MetaPV, Snapshot, SnapshotSchedule, SnapshotValue
 from snapshots.restore import admin as restore_admin  # noqa: F401  (registers the audit models)
 from snapshots.serializers import value_row_dto
 from snapshots.storage import snapshot_value_rows
+from squirrel.auth import staff_name
+from squirrel.exceptions import Invalid
 
 VALUES_PER_PAGE = 100
+
+
+def _actor(request: HttpRequest) -> str:
+    """The audit name of a staff user in the admin (``squirrel.auth.staff_name``, as the API
+    names a session user)."""
+    return staff_name(request.user)
+
+
+def _label_list(text: str) -> list[str]:
+    return [p.strip() for p in (text or "").split(",") if p.strip()]
+
+
+class LabelsForm(forms.Form):
+    """The bulk labelling page: comma-separated labels to add and to remove."""
+
+    add = forms.CharField(required=False, help_text="comma-separated; 'golden' protects")
+    remove = forms.CharField(required=False, help_text="comma-separated")
+
+    def clean_add(self) -> list[str]:
+        return _label_list(self.cleaned_data.get("add", ""))
+
+    def clean_remove(self) -> list[str]:
+        return _label_list(self.cleaned_data.get("remove", ""))
 
 
 def _value_text(side: dict[str, Any] | None) -> str:
@@ -57,15 +83,22 @@ class SnapshotAdmin(admin.ModelAdmin):
         "created_by",
         "pv_count",
         "completeness",
+        "label_list",
+        "schedule",
     )
-    list_filter = ("kind",)
-    search_fields = ("title", "description", "=id")
+    list_filter = ("kind", "schedule")
+    list_select_related = ("schedule",)
+    search_fields = ("title", "description", "=id", "=labels")
     date_hierarchy = "created_at"
     ordering = ("-created_at",)
     fields = (
         "title",
         "description",
+        "labels",
         "kind",
+        "schedule",
+        "selection",
+        "metadata",
         "created_by",
         "created_at",
         "updated_at",
@@ -75,6 +108,9 @@ class SnapshotAdmin(admin.ModelAdmin):
     )
     readonly_fields = (
         "kind",
+        "schedule",
+        "selection",
+        "metadata",
         "created_by",
         "created_at",
         "updated_at",
@@ -82,7 +118,7 @@ class SnapshotAdmin(admin.ModelAdmin):
         "completeness",
         "values_table",
     )
-    actions = ["delete_with_values"]
+    actions = ["delete_with_values", "label_selected"]
     change_list_template = "admin/snapshots/snapshot/change_list.html"
 
     def get_urls(self) -> list[Any]:
@@ -125,14 +161,53 @@ class SnapshotAdmin(admin.ModelAdmin):
     @admin.action(description="Delete selected snapshots and their values")
     def delete_with_values(self, request: HttpRequest, queryset: QuerySet[Snapshot]) -> None:
         ids = list(queryset.values_list("pk", flat=True))
-        for snapshot_id in ids:
-            services.snapshot_delete(snapshot_id=str(snapshot_id))
-        self.message_user(request, f"Deleted {len(ids)} snapshot(s).", messages.SUCCESS)
+        done = services.snapshots_delete(snapshot_ids=ids, actor=_actor(request))
+        for _, reason in done.protected:
+            self.message_user(request, f"Not deleted: {reason}", messages.ERROR)
+        if done.deleted:
+            self.message_user(
+                request, f"Deleted {len(done.deleted)} snapshot(s).", messages.SUCCESS
+            )
+
+    @admin.action(description="Add or remove labels of selected snapshots")
+    def label_selected(self, request: HttpRequest, queryset: QuerySet[Snapshot]) -> Any:
+        """Bulk labelling: an intermediate page asks which labels to add and remove."""
+        form = LabelsForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            try:
+                changed = services.snapshots_label(
+                    snapshot_ids=list(queryset.values_list("pk", flat=True)),
+                    add=form.cleaned_data["add"],
+                    remove=form.cleaned_data["remove"],
+                    actor=_actor(request),
+                )
+            except Invalid as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+                return None
+            self.message_user(request, f"Labels changed on {changed} snapshot(s).")
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Label snapshots",
+            "opts": self.model._meta,
+            "form": form,
+            "snapshots": queryset,
+            "action": "label_selected",
+        }
+        return render(request, "admin/snapshots/snapshot/label.html", context)
+
+    @admin.display(description="labels")
+    def label_list(self, obj: Snapshot) -> str:
+        return ", ".join(obj.labels)
 
     def save_model(self, request: HttpRequest, obj: Snapshot, form: Any, change: bool) -> None:
         services.snapshot_update(
             snapshot_id=str(obj.pk), title=obj.title, description=obj.description or ""
         )
+        if "labels" in form.changed_data:
+            services.snapshot_labels_set(
+                snapshot_id=str(obj.pk), labels=obj.labels, actor=_actor(request)
+            )
 
     def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
         obj = super().get_object(request, object_id, from_field)
@@ -216,3 +291,64 @@ class SnapshotAdmin(admin.ModelAdmin):
             body,
             nav,
         )
+
+
+SCHEDULE_FIELDS = ("name", "enabled", "interval_seconds", "crontab", "title_template",
+                   "tag_filters", "keep_last", "keep_days")  # fmt: skip
+
+
+class SnapshotScheduleForm(forms.ModelForm):
+    class Meta:
+        model = SnapshotSchedule
+        fields = SCHEDULE_FIELDS
+
+    def clean(self) -> dict[str, Any]:
+        """The service's rules (one home: ``schedules.schedule_clean``) as form errors."""
+        data = super().clean() or {}
+        fields: dict[str, Any] = {f: data.get(f) for f in SCHEDULE_FIELDS}
+        fields["crontab"] = fields["crontab"] or None
+        fields["title_template"] = fields["title_template"] or ""
+        fields["enabled"] = bool(fields["enabled"])
+        try:
+            schedules.schedule_clean(schedules.ScheduleData(**fields))
+        except Invalid as exc:
+            raise forms.ValidationError(exc.message) from None
+        return data
+
+
+@admin.register(SnapshotSchedule)
+class SnapshotScheduleAdmin(admin.ModelAdmin):
+    """Schedules, edited through the same services as the API (the beat entry follows)."""
+
+    form = SnapshotScheduleForm
+    list_display = ("name", "enabled", "interval_seconds", "crontab", "keep_last", "keep_days",
+                    "last_run_at")  # fmt: skip
+    list_filter = ("enabled",)
+    search_fields = ("name",)
+    readonly_fields = ("created_by", "last_run_at", "created_at", "updated_at")
+
+    def save_model(
+        self, request: HttpRequest, obj: SnapshotSchedule, form: Any, change: bool
+    ) -> None:
+        data = schedules.ScheduleData.of(obj)
+        actor = _actor(request)
+        if change:
+            saved = schedules.schedule_update(schedule_id=str(obj.pk), data=data, actor=actor)
+        else:
+            saved = schedules.schedule_create(data=data, actor=actor)
+        obj.pk = saved.pk
+
+    def delete_model(self, request: HttpRequest, obj: SnapshotSchedule) -> None:
+        schedules.schedule_delete(schedule_id=str(obj.pk), actor=_actor(request))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[SnapshotSchedule]) -> None:
+        for obj in queryset:
+            self.delete_model(request, obj)
+
+
+@admin.register(MetaPV)
+class MetaPVAdmin(admin.ModelAdmin):
+    """Context PVs stored with every snapshot, besides SQUIRREL_SNAPSHOT_META_PVS."""
+
+    list_display = ("address", "description")
+    search_fields = ("address", "description")

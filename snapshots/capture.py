@@ -37,9 +37,13 @@ from jobs import services as jobs
 from jobs.models import Job
 from monitor import bridge, cache, values
 from monitor.bridge import Bridge
-from snapshots.models import Snapshot, ValueSource
+from pvs.models import PV
+from snapshots import schedules
+from snapshots.models import MetaPV, Snapshot, ValueSource
+from snapshots.restore.selection import Selection
 from snapshots.services import snapshot_title_clean
 from snapshots.storage import CapturedValue, snapshot_values_write
+from squirrel import audit
 from squirrel.perf import gc_paused
 
 log = logging.getLogger(__name__)
@@ -78,8 +82,19 @@ class _Captured:
     age: float | None
 
 
-def catalog_load() -> list[CatalogRow]:
-    """Every PV's id and addresses, in one query (plain tuples, no model instances)."""
+def catalog_load(selection: Selection | None = None) -> list[CatalogRow]:
+    """Every PV's id and addresses (or those of the subset ``selection`` names: ``pv_ids``
+    and the tag filters, OR inside a group and AND across), in one query (plain tuples)."""
+    if selection is not None and (selection.pv_ids is not None or selection.tag_filters):
+        pvs = PV.objects.with_tag_filters(selection.tag_filters)
+        if selection.pv_ids is not None:
+            pvs = pvs.filter(pk__in=selection.pv_ids)
+        return [
+            CatalogRow(str(pk), sp, rb, config)
+            for pk, sp, rb, config in pvs.values_list(
+                "pk", "setpoint_address", "readback_address", "config_address"
+            )
+        ]
     with connection.cursor() as cursor:
         # id as text: the COPY writes it as text anyway, and 50K UUID objects cost 0.1 s.
         cursor.execute(
@@ -204,6 +219,34 @@ def captured_values_build(
         )
 
 
+def meta_addresses() -> list[str]:
+    """The meta-PVs: SQUIRREL_SNAPSHOT_META_PVS, then the admin's (``MetaPV``)."""
+    admin = MetaPV.objects.values_list("address", flat=True)
+    return list(dict.fromkeys([*settings.SNAPSHOT_META_PVS, *admin]))
+
+
+def metadata_collect(
+    *, captured: dict[str, _Captured], use_cache: bool, progress: ProgressFn
+) -> dict[str, Any]:
+    """Each meta-PV's value (wire encoding; null when it could not be read): what the
+    capture already holds, else read like any value (cache, direct fallback)."""
+    wanted = meta_addresses()
+    missing = [a for a in wanted if a not in captured]
+    extra = (
+        values_collect(
+            addresses=missing, use_cache=use_cache, progress=progress, counts=Completeness()
+        )
+        if missing
+        else {}
+    )
+    out: dict[str, Any] = {}
+    for address in wanted:
+        got = captured.get(address) or extra.get(address)
+        entry = got.entry if got is not None else None
+        out[address] = values.finite(entry.get("value")) if entry is not None else None
+    return out
+
+
 @gc_paused()  # a million short-lived objects: keep the cyclic collector out
 def snapshot_capture(
     *,
@@ -214,8 +257,11 @@ def snapshot_capture(
     job_id: str | None = None,
     progress: ProgressFn | None = None,
     kind: str = Snapshot.Kind.SNAPSHOT,
+    selection: Selection | None = None,
+    schedule_id: str | None = None,
 ) -> Snapshot:
-    """Capture every catalog PV and save it as one snapshot (see the module docstring).
+    """Capture every catalog PV (or the subset ``selection`` names) and the meta-PVs, and
+    save them as one snapshot (see the module docstring).
 
     With ``job_id``, the job is completed in the same transaction as the snapshot insert; if
     the job already has a result (another attempt committed first), that snapshot is returned
@@ -224,12 +270,13 @@ def snapshot_capture(
     title = snapshot_title_clean(title)
     report = progress or _no_progress
     report(5, "Reading PV addresses from database...")
-    catalog = catalog_load()
+    catalog = catalog_load(selection)
     addresses = list(dict.fromkeys(a for row in catalog for a in (row[1], row[2]) if a))
     counts = Completeness()
     captured = values_collect(
         addresses=addresses, use_cache=use_cache, progress=report, counts=counts
     )
+    metadata = metadata_collect(captured=captured, use_cache=use_cache, progress=report)
     report(85, "Processing results...")
     rows = list(captured_values_build(catalog=catalog, captured=captured))
     # Reported before the transaction (progress written inside it would be invisible); five
@@ -255,6 +302,11 @@ def snapshot_capture(
             kind=kind,
             rows=rows,
             counts=counts,
+            selection=selection.to_json()
+            if selection is not None and _is_subset(selection)
+            else None,
+            schedule_id=schedule_id,
+            metadata=metadata,
         )
         if job_id is not None:
             jobs.job_complete(
@@ -273,11 +325,19 @@ def snapshot_store(
     kind: str,
     rows: list[CapturedValue],
     counts: Completeness,
+    selection: dict[str, Any] | None = None,
+    schedule_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    actor: str | None = None,
 ) -> Snapshot:
-    """Save a snapshot row with its completeness counts and every value (COPY). Call it
+    """Save a snapshot row with its completeness counts and every value (COPY), recorded in
+    the audit (``actor``, else who it is created by, else ``system:capture``). Call it
     inside ONE ``transaction.atomic()`` with whatever must commit with it, so that the
     snapshot is visible only when complete."""
     snapshot = Snapshot(
+        selection=selection,
+        schedule_id=schedule_id,
+        metadata=metadata or {},
         title=title,
         description=description,
         created_by=created_by,
@@ -291,7 +351,19 @@ def snapshot_store(
     snapshot.full_clean()
     snapshot.save()
     snapshot_values_write(snapshot=snapshot, values=rows)
+    audit.record(
+        actor or created_by or audit.system("capture"),
+        "snapshot.create" if kind != Snapshot.Kind.IMPORTED else "snapshot.import",
+        snapshot,
+        summary=f"{kind} '{title}' ({len(rows)} values)",
+        after={"title": title, "kind": kind, "pvCount": len(rows)},
+        detail={"scheduleId": schedule_id} if schedule_id else None,
+    )
     return snapshot
+
+
+def _is_subset(selection: Selection | None) -> bool:
+    return selection is not None and (selection.pv_ids is not None or bool(selection.tag_filters))
 
 
 def capture_orphan_error(last_beat: datetime) -> str:
@@ -317,6 +389,8 @@ def snapshot_created_message(snapshot: Snapshot) -> str:
 def snapshot_capture_job(*, job: Job, progress: ProgressFn) -> jobs.JobOutcome:
     """The work of a ``snapshot_create`` job: capture with the job's stored parameters."""
     data = job.job_data or {}
+    stored = data.get("selection")
+    schedule_id = data.get("schedule_id")
     snapshot = snapshot_capture(
         title=data.get("title") or "",
         description=data.get("description") or data.get("comment"),
@@ -324,5 +398,16 @@ def snapshot_capture_job(*, job: Job, progress: ProgressFn) -> jobs.JobOutcome:
         created_by=job.created_by,
         job_id=str(job.pk),
         progress=progress,
+        selection=(
+            Selection.stored(stored.get("pvIds"), stored.get("tagFilters")) if stored else None
+        ),
+        schedule_id=schedule_id,
     )
+    if schedule_id:
+        # The schedule's retention right after its run; the snapshot is committed already,
+        # so a failure here is logged (the sweep tries again), never the job's.
+        try:
+            schedules.retention_apply(schedule_id=schedule_id, actor=audit.system("retention"))
+        except Exception:
+            log.exception("retention after a run of schedule %s failed", schedule_id)
     return jobs.JobOutcome(result_id=str(snapshot.pk), message=snapshot_created_message(snapshot))

@@ -6,24 +6,29 @@ holds the POST of ``/v1/snapshots``; the list route dispatches POST to it.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
-from django.http import StreamingHttpResponse
+from django.http import QueryDict, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.parsers import BaseParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from snapshots import capture, compare, export, services
+from snapshots import capture, compare, export, importer, services
 from snapshots.codec import QUALITIES
+from snapshots.restore.selection import selection_parse
 from snapshots.serializers import (
     ComparisonOutSerializer,
     SnapshotExportOutSerializer,
+    SnapshotSummaryOutSerializer,
     snapshot_summary_dto,
 )
+from squirrel import audit
 from squirrel.auth import created_by
 from squirrel.http import body_object, invalid, query_bool
 
@@ -52,12 +57,16 @@ class SnapshotCreateView(APIView):
         data = body_object(request.data)
         description = _description(data)
         title = data.get("title")  # checked by the service (snapshot_title_clean)
+        # A subset: pvIds and/or tagFilters (OR inside a group, AND across), as a restore's.
+        selection = selection_parse(pv_ids=data.get("pvIds"), tag_filters=data.get("tagFilters"))
+        subset = selection.pv_ids is not None or bool(selection.tag_filters)
         if not run_async:
             snapshot = capture.snapshot_capture(
                 title=title,
                 description=description,
                 use_cache=use_cache,
                 created_by=created_by(request),
+                selection=selection if subset else None,
             )
             return Response(snapshot_summary_dto(snapshot))
         job = services.snapshot_create_enqueue(
@@ -65,6 +74,7 @@ class SnapshotCreateView(APIView):
             description=description,
             use_cache=use_cache,
             created_by=created_by(request),
+            selection=selection.to_json() if subset else None,
         )
         assert job.job_data is not None  # snapshot_create_enqueue creates the job with its data
         message = services.snapshot_create_queued_message(
@@ -173,3 +183,52 @@ class SnapshotExportView(APIView):
         filename = export.snapshot_export_filename(snapshot=snapshot, fmt=fmt)
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response
+
+
+class _TextParser(BaseParser):
+    """A CSV (or any text) body, as a string."""
+
+    media_type = "text/*"
+
+    def parse(self, stream: Any, media_type: Any = None, parser_context: Any = None) -> Any:
+        return stream.read().decode("utf-8-sig", "replace") if stream is not None else ""
+
+
+class SnapshotImportView(APIView):
+    """POST /v1/snapshots/import: an export file (multipart ``file``, or the JSON or CSV as
+    the body) as a new snapshot of kind ``imported``; ``title`` and ``format`` optional."""
+
+    parser_classes = [MultiPartParser, JSONParser, _TextParser]
+
+    @extend_schema(
+        request={
+            "multipart/form-data": OpenApiTypes.OBJECT,
+            "text/csv": OpenApiTypes.STR,
+            "application/json": SnapshotExportOutSerializer,
+        },  # fmt: skip
+        parameters=[
+            OpenApiParameter("title", str, description="default: '<original title> (imported)'"),
+            OpenApiParameter("format", str, enum=export.EXPORT_FORMATS),
+        ],
+        responses=SnapshotSummaryOutSerializer,
+    )
+    def post(self, request: Request) -> Response:
+        data: Any = request.data
+        fmt = request.query_params.get("format")
+        title = request.query_params.get("title")
+        if isinstance(data, str):
+            content = data
+        elif not isinstance(data, QueryDict):  # a JSON body, already parsed
+            content = json.dumps(data)
+            fmt = fmt or "json"
+        else:  # multipart
+            upload: Any = data.get("file")
+            if upload is None or isinstance(upload, str):
+                raise invalid(["body", "file"], "Field required", "missing")
+            content = upload.read().decode("utf-8-sig", "replace")
+            title = title or data.get("title")
+            fmt = fmt or data.get("format") or None
+        snapshot = importer.snapshot_import(
+            content=content, fmt=fmt, title=title, actor=audit.actor_of(request)
+        )
+        return Response(snapshot_summary_dto(snapshot))

@@ -16,18 +16,101 @@ and deleting a parent deletes them (CASCADE, by Django).
 from __future__ import annotations
 
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 
 from snapshots.querysets import SnapshotQuerySet
 from squirrel.models import BaseModel
 
+GOLDEN = "golden"  # the reserved label: a golden snapshot is never deleted
+
+
+class SnapshotSchedule(BaseModel):
+    """A snapshot taken on a schedule (an interval or a crontab) by ``celery beat``, with the
+    retention of its runs. The beat entry (django-celery-beat's PeriodicTask) is written by
+    ``snapshots.schedules`` beside this row; this row is the source of truth."""
+
+    name = models.CharField(max_length=200, unique=True)
+    interval_seconds = models.PositiveIntegerField(null=True, blank=True)
+    crontab = models.CharField(
+        max_length=120, null=True, blank=True, help_text="minute hour day month weekday"
+    )
+    title_template = models.CharField(
+        max_length=255,
+        default="{name} {date} {time}",
+        help_text="placeholders: {name} {date} {time} {datetime} and strftime codes (%Y, %H...)",
+    )
+    tag_filters = models.JSONField(
+        null=True, blank=True, help_text="subset: [[tag id, ...], ...] (OR inside, AND across)"
+    )
+    keep_last = models.PositiveIntegerField(null=True, blank=True)
+    keep_days = models.PositiveIntegerField(null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_by = models.CharField(max_length=255, null=True, blank=True, editable=False)
+    last_run_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_job = models.ForeignKey(
+        "jobs.Job",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+
+    class Meta:
+        db_table = "snapshot_schedule"
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    models.Q(interval_seconds__isnull=False, crontab__isnull=True)
+                    | models.Q(interval_seconds__isnull=True, crontab__isnull=False)
+                ),
+                name="ck_snapshot_schedule_one_timing",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(interval_seconds__isnull=True)
+                | models.Q(interval_seconds__gte=1),
+                name="ck_snapshot_schedule_interval_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class MetaPV(models.Model):
+    """A context PV (beam energy, mode) read and stored with every snapshot, besides those
+    named by ``SQUIRREL_SNAPSHOT_META_PVS``; a catalog PV or not."""
+
+    address = models.CharField(max_length=255, unique=True)
+    description = models.CharField(max_length=255, blank=True, default="")
+
+    class Meta:
+        db_table = "snapshot_meta_pv"
+        ordering = ["address"]
+        verbose_name = "meta-PV"
+
+    def __str__(self) -> str:
+        return self.address
+
 
 class Snapshot(BaseModel):
-    """A complete, saved record of every catalog PV's values at one moment."""
+    """A complete, saved record of every catalog PV's values at one moment (or of the subset
+    ``selection`` names)."""
 
     class Kind(models.TextChoices):
         SNAPSHOT = "snapshot"
         SAFETY = "safety", "safety (taken before a restore)"
+        IMPORTED = "imported", "imported (read from a file)"
 
     title = models.CharField(max_length=255, db_index=True)
     description = models.TextField(null=True, blank=True)
@@ -39,13 +122,34 @@ class Snapshot(BaseModel):
     stale_count = models.PositiveIntegerField(default=0)
     reread_count = models.PositiveIntegerField(default=0)
     failed_count = models.PositiveIntegerField(default=0)
+    labels = ArrayField(models.CharField(max_length=64), default=list, blank=True)
+    schedule = models.ForeignKey(
+        SnapshotSchedule,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="snapshots",
+        db_index=False,  # ix_snapshot_schedule serves it
+    )
+    # The subset captured: {"pvIds": [...] | null, "tagFilters": [[...], ...]}; null = every PV.
+    selection = models.JSONField(null=True, blank=True)
+    # Meta-PV address -> its value (wire encoding) at capture.
+    metadata = models.JSONField(default=dict, blank=True)
 
     objects = SnapshotQuerySet.as_manager()
 
     class Meta:
         db_table = "snapshot"
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["-created_at"], name="ix_snapshot_created")]
+        indexes = [
+            models.Index(fields=["-created_at"], name="ix_snapshot_created"),
+            models.Index(fields=["schedule", "-created_at"], name="ix_snapshot_schedule"),
+            GinIndex(fields=["labels"], name="ix_snapshot_labels"),
+        ]
+
+    @property
+    def golden(self) -> bool:
+        return GOLDEN in self.labels
 
     def __str__(self) -> str:
         return self.title

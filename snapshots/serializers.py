@@ -37,7 +37,18 @@ def snapshot_summary_dto(snapshot: Snapshot) -> dict[str, Any]:
         "rereadCount": snapshot.reread_count,
         "failedCount": snapshot.failed_count,
         "kind": snapshot.kind,
+        "labels": list(snapshot.labels),
+        "scheduleId": str(snapshot.schedule_id) if snapshot.schedule_id else None,
+        "selection": snapshot.selection,
     }
+
+
+def snapshot_summary_meta_dto(
+    snapshot: Snapshot, metadata: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The summary plus ``metadataPVs`` (address -> saved value; null when not saved), as
+    ``GET /v1/snapshots?metadataPVs=...`` answers."""
+    return {**snapshot_summary_dto(snapshot), "metadataPVs": metadata or {}}
 
 
 def iso_utc(epoch: float | None) -> str | None:
@@ -116,7 +127,25 @@ def value_row_json(row: tuple[Any, ...]) -> str:
     return orjson.dumps(value_row_dto(row)).decode()
 
 
+def pv_history_dto(row: tuple[Any, ...]) -> dict[str, Any]:
+    """One saved value of a PV (``storage.pv_history_rows`` row) with its snapshot."""
+    return {
+        "snapshotId": row[0],
+        "snapshotTitle": row[1],
+        "snapshotDate": row[2].isoformat(),
+        "pvName": row[3],
+        "setpointValue": epics_value_dto(row, 4),
+        "readbackValue": epics_value_dto(row, 4 + DISPLAY_WIDTH),
+    }
+
+
 # --- requests ----------------------------------------------------------------------------------
+
+
+class SnapshotLabelsSerializer(serializers.Serializer):
+    """PUT /v1/snapshots/{id}/labels body, for the schema (services.labels_clean checks it)."""
+
+    labels = serializers.ListField(child=serializers.CharField(max_length=64))
 
 
 class SnapshotListQuerySerializer(serializers.Serializer):
@@ -167,6 +196,11 @@ class SnapshotUpdateSerializer(serializers.Serializer):
 # --- response shapes, for the OpenAPI schema only (the DTOs above are built by hand) ----------
 
 
+class SelectionOutSerializer(serializers.Serializer):
+    pvIds = serializers.ListField(child=serializers.UUIDField(), allow_null=True)
+    tagFilters = serializers.ListField(child=serializers.ListField(child=serializers.UUIDField()))
+
+
 class SnapshotSummaryOutSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     title = serializers.CharField()
@@ -180,6 +214,17 @@ class SnapshotSummaryOutSerializer(serializers.Serializer):
     rereadCount = serializers.IntegerField()
     failedCount = serializers.IntegerField()
     kind = serializers.ChoiceField(choices=Snapshot.Kind.choices)
+    labels = serializers.ListField(child=serializers.CharField(), help_text="'golden' protects")
+    scheduleId = serializers.UUIDField(allow_null=True, help_text="the schedule that took it")
+    selection = SelectionOutSerializer(allow_null=True, help_text="the subset; null = every PV")
+
+
+class SnapshotSummaryMetaOutSerializer(SnapshotSummaryOutSerializer):
+    """A list item when ``metadataPVs`` is asked for."""
+
+    metadataPVs = serializers.DictField(
+        child=serializers.JSONField(allow_null=True), help_text="address -> saved value"
+    )
 
 
 class EpicsValueOutSerializer(serializers.Serializer):
@@ -219,6 +264,15 @@ class PVValueOutSerializer(serializers.Serializer):
     tags = TagInfoOutSerializer(many=True)
 
 
+class PVHistoryItemOutSerializer(serializers.Serializer):
+    snapshotId = serializers.UUIDField()
+    snapshotTitle = serializers.CharField()
+    snapshotDate = serializers.DateTimeField()
+    pvName = serializers.CharField()
+    setpointValue = EpicsValueOutSerializer(allow_null=True)
+    readbackValue = EpicsValueOutSerializer(allow_null=True)
+
+
 class SnapshotOutSerializer(SnapshotSummaryOutSerializer):
     pvValues = PVValueOutSerializer(many=True)
 
@@ -230,6 +284,15 @@ class SnapshotCreateSerializer(serializers.Serializer):
     comment = serializers.CharField(required=False, allow_null=True, allow_blank=True)
     description = serializers.CharField(
         required=False, allow_null=True, allow_blank=True, help_text="same as comment"
+    )
+    pvIds = serializers.ListField(
+        child=serializers.UUIDField(), required=False, allow_null=True, help_text="a subset"
+    )
+    tagFilters = serializers.ListField(
+        child=serializers.ListField(child=serializers.UUIDField()),
+        required=False,
+        allow_null=True,
+        help_text="a subset: OR inside a group, AND across",
     )
 
 

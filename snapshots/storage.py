@@ -49,6 +49,7 @@ from snapshots.codec import (
     meta_key,
     select_sides,
     side_row,
+    side_wire_value,
 )
 from snapshots.codec import pg_array as _pg_array  # noqa: F401  (tests/monitor/test_values.py)
 from snapshots.models import Snapshot, ValueMeta, ValueSource
@@ -275,3 +276,57 @@ def snapshot_value_rows(
 
 def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# --- saved values by address across snapshots (metadataPVs) and one PV's history ------------
+
+_AT_SQL = (
+    "SELECT sv.snapshot_id, sv.pv_name, sv.setpoint_address, sv.readback_address,"
+    " sv.sp_kind, sv.sp_num, sv.sp_text, sv.sp_array, sv.rb_kind, sv.rb_num, sv.rb_text,"
+    " sv.rb_array FROM snapshot_value sv WHERE sv.snapshot_id = ANY(%s::uuid[])"
+    " AND sv.pv_name = ANY(%s::text[])"
+    # A readback address is found through the catalog (index on pv.readback_address, then on
+    # snapshot_value.pv_id): a value row is recorded under its setpoint address.
+    " UNION ALL SELECT sv.snapshot_id, sv.pv_name, sv.setpoint_address, sv.readback_address,"
+    " sv.sp_kind, sv.sp_num, sv.sp_text, sv.sp_array, sv.rb_kind, sv.rb_num, sv.rb_text,"
+    " sv.rb_array FROM snapshot_value sv JOIN pv ON pv.id = sv.pv_id"
+    " WHERE pv.readback_address = ANY(%s::text[]) AND sv.snapshot_id = ANY(%s::uuid[])"
+)
+
+
+def snapshot_values_at(
+    *, snapshot_ids: list[uuid.UUID], addresses: list[str]
+) -> dict[tuple[str, str], Any]:
+    """``(snapshot id, address) -> saved value`` (wire encoding) of each address saved in
+    these snapshots, as setpoint or readback; absent pairs were not saved. Two index scans."""
+    if not snapshot_ids or not addresses:
+        return {}
+    ids = [str(i) for i in snapshot_ids]
+    out: dict[tuple[str, str], Any] = {}
+    wanted = set(addresses)
+    with connection.cursor() as cursor:
+        cursor.execute(_AT_SQL, [ids, addresses, addresses, ids])
+        for snap, name, sp_address, rb_address, *cols in cursor.fetchall():
+            for address, side in ((sp_address or name, cols[:4]), (rb_address, cols[4:])):
+                if address in wanted and side[0] is not None:
+                    out[(str(snap), address)] = side_wire_value(*side)
+    return out
+
+
+_HISTORY_SQL = (
+    "SELECT s.id::text, s.title, s.created_at, sv.pv_name, "
+    + select_sides(DISPLAY_META)
+    + " FROM snapshot_value sv JOIN snapshot s ON s.id = sv.snapshot_id"
+    + META_JOIN
+    + " WHERE sv.pv_id = %s ORDER BY s.created_at DESC, s.id DESC LIMIT %s OFFSET %s"
+)
+"""Row: snapshot id, title, created_at, pv_name, then the setpoint and readback sides
+(``codec.DISPLAY_WIDTH`` columns each) as ``serializers.epics_value_dto`` reads them."""
+
+
+def pv_history_rows(*, pv_id: uuid.UUID, limit: int, offset: int) -> list[tuple[Any, ...]]:
+    """One PV's saved values across snapshots, newest snapshot first, a page at a time
+    (index on ``snapshot_value.pv_id``)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_HISTORY_SQL, [pv_id, limit, offset])
+        return cursor.fetchall()

@@ -7,11 +7,12 @@ marked spot.
 
 from django.urls import path
 
-from snapshots import views
+from snapshots import schedule_views, views
 from snapshots.capture_views import (
     SnapshotCompareLiveView,
     SnapshotCompareView,
     SnapshotExportView,
+    SnapshotImportView,
 )
 from snapshots.restore import views as restore_views
 
@@ -19,6 +20,7 @@ app_name = "snapshots"
 
 urlpatterns = [
     path("snapshots", views.SnapshotListView.as_view(), name="list"),
+    path("snapshots/import", SnapshotImportView.as_view(), name="import"),
     path(
         "snapshots/<str:snapshot_id>/compare/live",
         SnapshotCompareLiveView.as_view(),
@@ -35,6 +37,8 @@ urlpatterns = [
         name="live-rows",
     ),
     path("snapshots/<str:snapshot_id>/export", SnapshotExportView.as_view(), name="export"),
+    path("snapshots/<str:snapshot_id>/labels", views.SnapshotLabelsView.as_view(), name="labels"),
+    path("pvs/<str:pv_id>/history", views.PVHistoryView.as_view(), name="pv-history"),
     path(
         "snapshots/<str:snapshot_id>/restore",
         restore_views.SnapshotRestoreView.as_view(),
@@ -72,4 +76,15 @@ urlpatterns = [
         name="restore-revert",
     ),
     path("snapshots/<str:snapshot_id>", views.SnapshotDetailView.as_view(), name="detail"),
+    path("snapshot-schedules", schedule_views.ScheduleListView.as_view(), name="schedule-list"),
+    path(
+        "snapshot-schedules/<str:schedule_id>",
+        schedule_views.ScheduleDetailView.as_view(),
+        name="schedule-detail",
+    ),
+    path(
+        "snapshot-schedules/<str:schedule_id>/retention-preview",
+        schedule_views.RetentionPreviewView.as_view(),
+        name="schedule-retention-preview",
+    ),
 ]

@@ -18,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from pvs.services import pv_get
 from snapshots import live_verdicts, services
 from snapshots.capture_views import SnapshotCreateView
 from snapshots.filters import SnapshotFilterSet
@@ -29,20 +30,27 @@ from snapshots.live_serializers import (
 from snapshots.models import Snapshot
 from snapshots.serializers import (
     JobCreatedOutSerializer,
+    PVHistoryItemOutSerializer,
     SnapshotCreateSerializer,
     SnapshotDetailQuerySerializer,
+    SnapshotLabelsSerializer,
     SnapshotListQuerySerializer,
     SnapshotOutSerializer,
+    SnapshotSummaryMetaOutSerializer,
     SnapshotSummaryOutSerializer,
     SnapshotUpdateSerializer,
+    pv_history_dto,
     snapshot_summary_dto,
+    snapshot_summary_meta_dto,
     value_row_json,
 )
-from snapshots.storage import snapshot_value_rows
+from snapshots.storage import pv_history_rows, snapshot_value_rows
+from squirrel import audit
 from squirrel.api import encode, envelope_enabled, stream_json, wrap_success
 from squirrel.exceptions import Unavailable
 from squirrel.http import (
     body_object,
+    invalid,
     query_bool,
     query_data,
     valid,
@@ -68,8 +76,21 @@ class SnapshotListView(APIView):
                 "tags", OpenApiTypes.UUID, many=True, description="PV currently tagged with any"
             ),
             OpenApiParameter("kind", str, enum=Snapshot.Kind.values),
+            OpenApiParameter("createdBy", str),
+            OpenApiParameter("createdAfter", OpenApiTypes.DATETIME),
+            OpenApiParameter("createdBefore", OpenApiTypes.DATETIME),
+            OpenApiParameter("labels", str, many=True, description="carrying all of them"),
+            OpenApiParameter("search", str, description="title or comment contains"),
+            OpenApiParameter("containsPv", str, description="a PV id or name saved in it"),
+            OpenApiParameter("scheduleId", OpenApiTypes.UUID),
+            OpenApiParameter(
+                "metadataPVs", str, many=True, description="add these addresses' saved values"
+            ),
+            OpenApiParameter(
+                "metadataFilter", str, description="ADDRESS:min:max (a bound may be empty)"
+            ),
         ],
-        responses=SnapshotSummaryOutSerializer(many=True),
+        responses=SnapshotSummaryMetaOutSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
         page = validated(
@@ -79,8 +100,21 @@ class SnapshotListView(APIView):
         filterset = valid_filterset(
             SnapshotFilterSet(request.query_params, queryset=Snapshot.objects.all())
         )
-        snapshots = filterset.qs.newest_first()[page["offset"] : page["offset"] + page["limit"]]
-        return Response([snapshot_summary_dto(s) for s in snapshots])
+        snapshots = list(
+            filterset.qs.newest_first()[page["offset"] : page["offset"] + page["limit"]]
+        )
+        addresses = list(
+            dict.fromkeys(
+                a.strip()
+                for raw in request.query_params.getlist("metadataPVs")
+                for a in raw.split(",")
+                if a.strip()
+            )
+        )
+        if not addresses:
+            return Response([snapshot_summary_dto(s) for s in snapshots])
+        metadata = services.snapshots_metadata(snapshots=snapshots, addresses=addresses)
+        return Response([snapshot_summary_meta_dto(s, metadata[s.pk]) for s in snapshots])
 
     @extend_schema(
         operation_id="v1_snapshots_create",
@@ -127,7 +161,8 @@ class SnapshotDetailView(APIView):
         responses={200: OpenApiTypes.BOOL},  # the contract answers 200 true, never 204
     )
     def delete(self, request: Request, snapshot_id: str) -> Response:
-        services.snapshot_delete(snapshot_id=snapshot_id)  # ``deleteData`` is ignored
+        # ``deleteData`` is ignored; a protected snapshot answers 409 with the reason.
+        services.snapshot_delete(snapshot_id=snapshot_id, actor=audit.actor_of(request))
         return Response(True)
 
 
@@ -176,3 +211,31 @@ class SnapshotLiveRowsView(APIView):
         # Polled by every open page: encoded once with orjson (squirrel.api).
         content = encode(wrap_success(body) if envelope_enabled(self) else body)
         return HttpResponse(content, content_type="application/json", headers=headers)
+
+
+class SnapshotLabelsView(APIView):
+    """PUT /v1/snapshots/{id}/labels ``{"labels": [...]}``: replace the labels."""
+
+    @extend_schema(request=SnapshotLabelsSerializer, responses=SnapshotSummaryOutSerializer)
+    def put(self, request: Request, snapshot_id: str) -> Response:
+        data = body_object(request.data)
+        if "labels" not in data:
+            raise invalid(["body", "labels"], "Field required", "missing")
+        snapshot = services.snapshot_labels_set(
+            snapshot_id=snapshot_id, labels=data["labels"], actor=audit.actor_of(request)
+        )
+        return Response(snapshot_summary_dto(snapshot))
+
+
+class PVHistoryView(APIView):
+    """GET /v1/pvs/{id}/history: the PV's saved values across snapshots, newest first
+    (``limit`` 1..1000, default 100; ``offset``)."""
+
+    @extend_schema(
+        parameters=[SnapshotListQuerySerializer], responses=PVHistoryItemOutSerializer(many=True)
+    )
+    def get(self, request: Request, pv_id: str) -> Response:
+        page = validated(SnapshotListQuerySerializer(data=_page_query(request)), "query")
+        pv = pv_get(pv_id=pv_id)
+        rows = pv_history_rows(pv_id=pv.pk, limit=page["limit"], offset=page["offset"])
+        return Response([pv_history_dto(row) for row in rows])

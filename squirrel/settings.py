@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "django_celery_beat",
     # the app ladder, lowest first (README "Apps"): each imports only from those above it here
     "squirrel",
     "jobs",
@@ -282,6 +283,19 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_TASK_TIME_LIMIT = env_int("SQUIRREL_TASK_TIME_LIMIT", 600, minimum=10)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("SQUIRREL_TASK_SOFT_TIME_LIMIT", 540, minimum=5)
+# `celery -A squirrel beat` reads its schedule from the database (django-celery-beat): snapshot
+# schedules (snapshots.schedules) and the retention sweep below, editable in the admin.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "UTC"
+DJANGO_CELERY_BEAT_TZ_AWARE = True
+RETENTION_SWEEP_SECONDS = env_int("SQUIRREL_RETENTION_SWEEP_SECONDS", 3600, minimum=10)
+CELERY_BEAT_SCHEDULE = {
+    "snapshot-retention-sweep": {
+        "task": "snapshots.tasks.retention_sweep_task",
+        "schedule": float(RETENTION_SWEEP_SECONDS),
+        "options": {"expires": float(RETENTION_SWEEP_SECONDS)},
+    },
+}
 
 # --- EPICS and the monitor --------------------------------------------------------------------
 EPICS_CONNECT_TIMEOUT = env_float("SQUIRREL_EPICS_CONNECT_TIMEOUT", 2.0, minimum=0.05)
@@ -300,6 +314,8 @@ MONITOR_CATALOG_POLL = env_float("SQUIRREL_MONITOR_CATALOG_POLL", 2.0, minimum=0
 MONITOR_ALIVE_SECONDS = env_float("SQUIRREL_MONITOR_ALIVE_SECONDS", 5.0, minimum=0.5)
 
 # --- Snapshots, restore, live values -------------------------------------------------------------
+# Context PVs read and stored with every snapshot (the admin's meta-PVs add to them).
+SNAPSHOT_META_PVS = env_list("SQUIRREL_SNAPSHOT_META_PVS", [])
 PLAN_MAX_AGE = env_float("SQUIRREL_PLAN_MAX_AGE", 300.0, minimum=1.0)
 RESTORE_SETTLE_TIME = env_float("SQUIRREL_RESTORE_SETTLE_TIME", 2.0, minimum=0.0)
 # A running capture or restore whose worker's heartbeat (one a second, jobs/heartbeat.py) is

@@ -76,6 +76,33 @@ class Worker:
         return "".join(self.lines)
 
 
+class Beat(Worker):
+    """``celery -A squirrel beat`` (no flags: the database scheduler is the settings')."""
+
+    def start(self, timeout: float = 30.0) -> Beat:
+        self._ready.clear()
+        self.proc = subprocess.Popen(
+            [str(CELERY), "-A", "squirrel", "beat", "--loglevel", "info"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise RuntimeError("beat did not start:\n" + "".join(self.lines[-40:]))
+        return self
+
+    def _pump(self, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.lines.append(line)
+            if "beat: Starting" in line:
+                self._ready.set()
+
+
 def database_url() -> str:
     """This test run's database (pytest-django's test database) as a SQUIRREL_DATABASE_URL."""
     db = django_settings.DATABASES["default"]

@@ -19,7 +19,7 @@ from pvs.models import PV
 from pvs.serializers import PVElementOutSerializer, pv_element
 from snapshots import compare, live_verdicts
 from snapshots.live_serializers import LiveRowsOutSerializer, live_rows_dto
-from snapshots.models import Outcome, Restore, RestoreOutcome
+from snapshots.models import Outcome, Restore, RestoreOutcome, Snapshot
 from snapshots.restore.plan import restore_plan_create
 from snapshots.restore.records import outcome_rows, plan_items_rows, summary_store
 from snapshots.restore.request import restore_plan_execute_request
@@ -39,14 +39,21 @@ from snapshots.restore.serializers import (
     restore_dto,
     restore_result_dto,
 )
+from snapshots.schedule_serializers import ScheduleOutSerializer, schedule_dto
+from snapshots.schedules import ScheduleData, schedule_create
 from snapshots.serializers import (
     ComparisonOutSerializer,
+    PVHistoryItemOutSerializer,
     PVValueOutSerializer,
+    SnapshotSummaryMetaOutSerializer,
     SnapshotSummaryOutSerializer,
+    pv_history_dto,
     snapshot_summary_dto,
+    snapshot_summary_meta_dto,
     value_row_json,
 )
-from snapshots.storage import snapshot_value_rows
+from snapshots.services import snapshots_metadata
+from snapshots.storage import pv_history_rows, snapshot_value_rows
 from squirrel import audit
 from squirrel.apikey_views import ApiKeyOutSerializer, api_key_dto
 from squirrel.audit_views import AUDIT_COLUMNS, AuditEventOutSerializer, audit_event_dto
@@ -188,3 +195,26 @@ def test_restore_plans_restores_and_outcomes(catalog, redis_client):
     assert outcomes
     for row in outcomes:
         assert_shape(outcome_json(row), RestoreOutcomeOutSerializer())
+
+
+def test_lifecycle_schedules_meta_and_history(catalog):
+    schedule = schedule_create(
+        data=ScheduleData(name="s", interval_seconds=60, tag_filters=[[str(catalog["tag"].pk)]]),
+        actor="cli:t",
+    )
+    assert_shape(schedule_dto(schedule), ScheduleOutSerializer())
+    snap = snapshot_make([(catalog["pv"], 1.0)])
+    Snapshot.objects.filter(pk=snap.pk).update(
+        labels=["golden"],
+        schedule=schedule,
+        selection={"pvIds": None, "tagFilters": [[str(catalog["tag"].pk)]]},
+        metadata={"M:E": 1.5},
+    )
+    snap.refresh_from_db()
+    assert_shape(snapshot_summary_dto(snap), SnapshotSummaryOutSerializer())
+    meta = snapshots_metadata(snapshots=[snap], addresses=["M:E", "D:W:SP"])
+    assert meta[snap.pk] == {"M:E": 1.5, "D:W:SP": 1.0}
+    assert_shape(snapshot_summary_meta_dto(snap, meta[snap.pk]), SnapshotSummaryMetaOutSerializer())
+    rows = pv_history_rows(pv_id=catalog["pv"].pk, limit=10, offset=0)
+    assert len(rows) == 1
+    assert_shape(pv_history_dto(rows[0]), PVHistoryItemOutSerializer())

@@ -38,8 +38,10 @@ CHUNK_BYTES = 8 << 20
 IMPORTED = int(ValueSource.IMPORTED)
 SNAPSHOT_COLUMNS = (
     "id", "title", "description", "created_by", "kind", "pv_count", "live_count",
-    "stale_count", "reread_count", "failed_count", "created_at", "updated_at",
+    "stale_count", "reread_count", "failed_count", "created_at", "updated_at", "labels",
+    "metadata",
 )  # fmt: skip
+_NO_LABELS, _NO_METADATA = "{}", "{}"  # COPY text: an empty text[] and an empty JSON object
 _SOURCE_SQL = (
     "SELECT s.id, s.title, s.description, s.created_by, s.created_at, s.updated_at,"
     " (SELECT count(*) FROM snapshot_value v WHERE v.snapshot_id = s.id)"
@@ -92,7 +94,8 @@ def snapshots_import(
     copy_rows(
         "snapshot",
         SNAPSHOT_COLUMNS,
-        [(sid, title, description, author, Snapshot.Kind.SNAPSHOT, n, 0, 0, 0, 0, created, updated)
+        [(sid, title, description, author, Snapshot.Kind.SNAPSHOT, n, 0, 0, 0, 0, created, updated,
+          _NO_LABELS, _NO_METADATA)
          for sid, title, description, author, created, updated, n in new],
     )  # fmt: skip
     failures = []

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('snapshots', '0009_value_source_imported'),
+        ('snapshots', '0010_lifecycle'),
     ]
 
     operations = [

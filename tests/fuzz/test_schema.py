@@ -80,6 +80,8 @@ def test_capture_routes_document_their_inputs(openapi):
         "title",
         "comment",
         "description",
+        "pvIds",  # a subset (issue 17)
+        "tagFilters",
     }
     assert {("query", "async"), ("query", "use_cache")} <= set(_parameters(create))
     compare = _parameters(paths["/v1/snapshots/{snapshot_id}/compare/{other_id}"]["get"])

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.django_db
 
 SUMMARY_KEYS = {
     "id", "title", "comment", "description", "createdDate", "createdBy", "pvCount",
-    "liveCount", "staleCount", "rereadCount", "failedCount", "kind",
+    "liveCount", "staleCount", "rereadCount", "failedCount", "kind", "labels", "scheduleId",
+    "selection",
 }  # fmt: skip
 VALUE_KEYS = {
     "pvId", "pvName", "setpointName", "readbackName", "setpointValue", "readbackValue",
