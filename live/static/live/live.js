@@ -35,10 +35,12 @@ const Squirrel = (() => {
     };
   }
 
-  /** A table cell holding one text node; ``set`` writes the node only when the text differs. */
+  /** A table cell holding one text node; ``set`` writes the node only when the text differs.
+   * A name cell ("name" class) carries its whole text as a tooltip: a long address is cut. */
   function cell(className, text = "") {
     const td = document.createElement("td");
     if (className) td.className = className;
+    if (className === "name" && text) td.title = text;
     const node = document.createTextNode(text);
     td.append(node);
     return { td, set(value) { const next = value ?? ""; if (node.data !== next) node.data = next; } };
@@ -199,7 +201,7 @@ const Squirrel = (() => {
           liveSp: cell("num live live-sp", sp ? "—" : ""), liveRb: cell("num live live-rb", rb ? "—" : ""),
           units: cell("units"), sev: cell("sev", "—"), age: cell("age num", "—"),
         };
-        tr.append(cell("", sp || "—").td, row.liveSp.td, cell("", rb || "—").td, row.liveRb.td,
+        tr.append(cell("name", sp || "—").td, row.liveSp.td, cell("name", rb || "—").td, row.liveRb.td,
           row.units.td, row.sev.td, row.age.td, cell("", pv.description || "").td);
         for (const address of [sp, rb]) {
           if (!address) continue;
