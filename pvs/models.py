@@ -14,6 +14,23 @@ def read_only_rule(read_only: bool, setpoint_address: str | None) -> bool:
     return bool(read_only) or not setpoint_address
 
 
+#: A PV's own catalog fields, in one order: what is audited on an edit, listed by the PV DTO's
+#: query, exported, and written by COPY (``pvs.services.catalog.COPY_COLUMNS``). A new field of
+#: the catalog is added here once.
+CATALOG_FIELDS = (
+    "setpoint_address",
+    "readback_address",
+    "config_address",
+    "device",
+    "description",
+    "abs_tolerance",
+    "rel_tolerance",
+    "read_only",
+    "restore_stage",
+    "completion_timeout",
+)
+
+
 class PV(BaseModel):
     """A process variable: up to three addresses (setpoint, readback, config) and tolerances."""
 

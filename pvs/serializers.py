@@ -15,7 +15,7 @@ from django.db.models import CharField, Func, OuterRef, QuerySet
 from django.db.models.functions import Cast
 from rest_framework import serializers
 
-from pvs.models import PV, read_only_rule
+from pvs.models import CATALOG_FIELDS, PV, read_only_rule
 from squirrel.api import MAX_QUERY_INT
 from squirrel.exceptions import BadRequest
 from tags.models import Tag
@@ -33,16 +33,7 @@ class _IsoText(Func):
 # Ids are read as text too: 1000 UUID objects a page are garbage-collector work for nothing.
 _PV_COLUMNS = (
     Cast("id", CharField()),
-    "setpoint_address",
-    "readback_address",
-    "config_address",
-    "device",
-    "description",
-    "abs_tolerance",
-    "rel_tolerance",
-    "read_only",
-    "restore_stage",
-    "completion_timeout",
+    *CATALOG_FIELDS,
     _IsoText("created_at"),
     _IsoText("updated_at"),
 )

@@ -15,7 +15,7 @@ from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from pvs import hooks
-from pvs.models import PV
+from pvs.models import CATALOG_FIELDS, PV
 from squirrel import audit
 from squirrel.exceptions import Conflict, NotFound
 from tags.models import Tag
@@ -41,18 +41,7 @@ def _actor(actor: str | None) -> str:
     return actor or audit.system("internal")
 
 
-AUDITED = (
-    "setpoint_address",
-    "readback_address",
-    "config_address",
-    "device",
-    "description",
-    "abs_tolerance",
-    "rel_tolerance",
-    "read_only",
-    "restore_stage",
-    "completion_timeout",
-)
+AUDITED = CATALOG_FIELDS
 
 
 def pv_fields(pv: PV) -> dict[str, Any]:
@@ -300,20 +289,14 @@ def pv_stage_set(
     *, pv_ids: Sequence[uuid.UUID], restore_stage: int, actor: str | None = None
 ) -> int:
     """Put many PVs in one restore stage; how many changed (audited as one event)."""
-    count = (
-        PV.objects.filter(pk__in=pv_ids)
-        .exclude(restore_stage=restore_stage)
-        .update(restore_stage=restore_stage, updated_at=timezone.now())
-    )
-    audit.record(
-        _actor(actor),
-        "pv.restore_policy",
-        summary=f"{count} PVs to restore stage {restore_stage}",
+    return _pvs_set(
+        pv_ids,
+        {"restore_stage": restore_stage},
+        actor=actor,
+        kind="pv.restore_policy",
+        summary=f"{{count}} PVs to restore stage {restore_stage}",
         after={"restoreStage": restore_stage},
-        detail={"updated": count, "selected": len(pv_ids)},
     )
-    catalog_changed()
-    return count
 
 
 @transaction.atomic
@@ -366,16 +349,35 @@ def pv_set_read_only(
     *, pv_ids: Sequence[uuid.UUID], read_only: bool, actor: str | None = None
 ) -> int:
     """Mark many PVs read-only or writable; returns how many rows changed."""
+    return _pvs_set(
+        pv_ids,
+        {"read_only": read_only},
+        actor=actor,
+        kind="pv.update_many",
+        summary=f"{{count}} PVs marked {'read-only' if read_only else 'writable'}",
+        after={"read_only": read_only},
+    )
+
+
+def _pvs_set(
+    pv_ids: Sequence[uuid.UUID],
+    field: dict[str, Any],
+    *,
+    actor: str | None,
+    kind: str,
+    summary: str,
+    after: dict[str, Any],
+) -> int:
+    """Set one field on many PVs (those that differ), audited as one event (``summary`` with
+    ``{count}`` filled in) in the caller's transaction; how many rows changed."""
     count = (
-        PV.objects.filter(pk__in=pv_ids)
-        .exclude(read_only=read_only)
-        .update(read_only=read_only, updated_at=timezone.now())
+        PV.objects.filter(pk__in=pv_ids).exclude(**field).update(**field, updated_at=timezone.now())
     )
     audit.record(
         _actor(actor),
-        "pv.update_many",
-        summary=f"{count} PVs marked {'read-only' if read_only else 'writable'}",
-        after={"read_only": read_only},
+        kind,
+        summary=summary.format(count=count),
+        after=after,
         detail={"updated": count, "selected": len(pv_ids)},
     )
     catalog_changed()
@@ -425,21 +427,7 @@ def analyze_if_bulk(count: int) -> None:
         )
 
 
-COPY_COLUMNS = (
-    "id",
-    "created_at",
-    "updated_at",
-    "setpoint_address",
-    "readback_address",
-    "config_address",
-    "device",
-    "description",
-    "abs_tolerance",
-    "rel_tolerance",
-    "read_only",
-    "restore_stage",
-    "completion_timeout",
-)
+COPY_COLUMNS = ("id", "created_at", "updated_at", *CATALOG_FIELDS)
 
 
 def copy_pvs(rows: Iterable[Sequence[Any]]) -> None:

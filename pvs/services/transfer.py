@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from pvs.csvio import STANDARD_COLUMNS, CsvRow, export_header, export_row, identity
-from pvs.models import PV
+from pvs.models import CATALOG_FIELDS, PV
 from pvs.services.catalog import analyze_if_bulk, catalog_changed, copy_links, copy_pvs
 from squirrel import audit
 from squirrel.exceptions import Invalid
@@ -261,19 +261,7 @@ def pv_export_rows(*, progress: Progress | None = None) -> tuple[list[str], list
     )
     for pv_id, group_id, name in links.iterator(10_000):
         tags.setdefault(pv_id, {}).setdefault(group_id, []).append(name)
-    fields = (
-        "id",
-        "setpoint_address",
-        "readback_address",
-        "config_address",
-        "device",
-        "description",
-        "abs_tolerance",
-        "rel_tolerance",
-        "read_only",
-        "restore_stage",
-        "completion_timeout",
-    )
+    fields = ("id", *CATALOG_FIELDS)
     qs = PV.objects.order_by("setpoint_address", "readback_address", "config_address", "id")
     rows = []
     total = qs.count()
