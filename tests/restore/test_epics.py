@@ -18,6 +18,7 @@ from pvs.models import PV
 from snapshots.models import Outcome, Restore, RestoreOutcome, Snapshot
 from snapshots.restore.records import OUTCOME_NAMES
 from snapshots.restore.run import restore_reap_orphans
+from squirrel.models import AuditEvent
 from tests.conftest import payload
 from tests.epics import SoftIoc
 from tests.restore.conftest import SimIOC, Worker, ca_read, snapshot_make, worker_env
@@ -154,6 +155,18 @@ def test_restore_verifies_and_revert_puts_back(iocs, workers, write_client):
     for name, value in before.items():
         assert back[name] == (value if isinstance(value, str) else pytest.approx(value)), name
     assert Restore.objects.get(pk=revert["restoreId"]).reverts_id == uuid.UUID(body["restoreId"])
+
+    # Both writes of the machine are in the audit trail, with the caller's identity.
+    events = {
+        (e.kind, e.object_id): e
+        for e in AuditEvent.objects.filter(object_type="restore", actor="api-key:writer")
+    }
+    asked = events[("revert.request", revert["restoreId"])]
+    assert asked.detail["revertsId"] == body["restoreId"]
+    assert ("revert.complete", revert["restoreId"]) in events
+    assert {("restore.request", body["restoreId"]), ("restore.complete", body["restoreId"])} <= set(
+        events
+    )
 
 
 def test_plan_then_execute_writes_exactly_the_plan(iocs, workers, write_client):
