@@ -95,14 +95,14 @@ def subscribe(binding: str, names: list[str], args: argparse.Namespace) -> dict[
                 if not isinstance(value, Exception):
                     counter.update(name)
 
-            keep.append(ctx.monitor(name, cb, request=REQUEST, notify_disconnect=True))
+            keep.append(ctx.monitor(name, cb, request=args.request, notify_disconnect=True))
 
     else:
         import pvaccess
 
         def start_one(name: str) -> None:
             channel = pvaccess.Channel(name, pvaccess.PVA)
-            channel.monitor(lambda value: counter.update(name), REQUEST)
+            channel.monitor(lambda value: counter.update(name), args.request)
             keep.append(channel)
 
     _paced(names, args.pace, start_one)
@@ -244,6 +244,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--chunk", type=int, default=5000)
     parser.add_argument("--value", default="1.25")
+    parser.add_argument("--request", default=REQUEST, help="the subscriptions' pvRequest")
     args = parser.parse_args()
     names = [n.strip() for n in args.names.read_text().splitlines() if n.strip()]
     result = TASKS[args.task](args.binding, names, args)

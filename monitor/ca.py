@@ -456,6 +456,10 @@ class CAClient:
         ch = self.channels.get(name)
         return ch is not None and ch.connected
 
+    def connected_names(self) -> set[str]:
+        """Every connected name at once (the monitor's stats, once a heartbeat, at 50K)."""
+        return {name for name, ch in self.channels.items() if ch.connected}
+
     async def read_many(
         self, names: Iterable[str], timeout: float, *, concurrency: int | None = None
     ) -> dict[str, Entry]:

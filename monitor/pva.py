@@ -6,10 +6,13 @@ figures are in the README): see ``README.md`` "pvAccess". We use its *raw* clien
 item per update and per operation, where the raw client calls one small handler from the
 binding's own thread and leaves the values in the subscription's FIFO.
 
-1. **One inbox, one wake-up.** Every handler the binding calls (on its thread) only appends to
-   ``_Inbox`` and, when the inbox was empty, schedules ONE drain on the event loop
-   (``call_soon_threadsafe``); the drain pops every FIFO and finishes every operation on the
-   loop's thread, so the rest of Squirrel sees this client exactly like ``monitor.ca.CAClient``
+1. **One inbox, few wake-ups.** Every handler the binding calls (on its thread) only appends
+   to ``_Inbox``. A finished get or put, when the inbox was empty, schedules ONE drain on the
+   event loop (``call_soon_threadsafe``); a subscription's new value wakes nobody: the loop
+   drains every ``DRAIN_INTERVAL`` (half the monitor's flush interval). Waking the loop per
+   update cost more than the update itself: at 5K updates/s a wake-up each took a fifth of a
+   core (bench/pva.py). The drain pops every FIFO and finishes every operation on the loop's
+   thread, so the rest of Squirrel sees this client exactly like ``monitor.ca.CAClient``
    (same methods, same ``Entry`` values, same callbacks).
 2. **Subscriptions are paced**: ``PACE`` new channels per ``PACE_INTERVAL``, and never more
    than ``SEARCH_LIMIT`` subscribed and not yet delivering (searches in flight, globally);
@@ -64,6 +67,7 @@ PACE = 2500  # new subscriptions per PACE_INTERVAL (measured: 50K fill 13 s vs 1
 PACE_INTERVAL = 0.1
 SEARCH_LIMIT = 10000  # subscribed channels without a first value, at most
 RESUBSCRIBE_AFTER = 10.0
+DRAIN_INTERVAL = 0.05  # s; subscription values wait at most this long in the inbox
 CONN_TMO = 3.5  # s; the binding answers a silent server within 4/3 of it (< 5 s)
 
 TIMED_OUT = "timed out"
@@ -107,7 +111,12 @@ class _Inbox:
         self.scheduled = False
         self.lock = threading.Lock()
 
+    def put_quiet(self, item: Any) -> None:
+        """Append for the next periodic drain (a subscription's new values)."""
+        self.items.append(item)
+
     def put(self, item: Any) -> None:
+        """Append and wake the loop (an operation finished)."""
         self.items.append(item)
         if not self.scheduled:
             with self.lock:
@@ -121,7 +130,7 @@ class _Inbox:
         with self.lock:
             self.scheduled = False
         items = self.items
-        while items:
+        for _ in range(len(items)):  # what came meanwhile waits for the next drain
             self.handle(items.popleft())
 
 
@@ -206,6 +215,7 @@ class PVAClient:
         self.context = raw.Context("pva", conf=conf or None, useenv=True, nt=False)
         self.inbox = _Inbox(asyncio.get_running_loop(), self._handle)
         self.tasks.append(asyncio.create_task(self._pace_loop(), name="pva-pace"))
+        self.tasks.append(asyncio.create_task(self._drain_loop(), name="pva-drain"))
 
     async def close(self) -> None:
         for task in self.tasks:
@@ -259,6 +269,10 @@ class PVAClient:
         ch = self.channels.get(name)
         return ch is not None and ch.connected
 
+    def connected_names(self) -> set[str]:
+        """Every connected name at once (as ``monitor.ca.CAClient.connected_names``)."""
+        return {name for name, ch in self.channels.items() if ch.connected}
+
     async def _pace_loop(self) -> None:
         waiting = self.waiting
         while True:
@@ -279,6 +293,14 @@ class PVAClient:
                 room -= 1
             await asyncio.sleep(PACE_INTERVAL)
 
+    async def _drain_loop(self) -> None:
+        inbox = self.inbox
+        assert inbox is not None
+        while True:
+            await asyncio.sleep(DRAIN_INTERVAL)
+            if inbox.items:
+                inbox.drain()
+
     def _open(self, ch: _Channel, now: float) -> None:
         inbox = self.inbox
         assert inbox is not None and self.context is not None
@@ -286,7 +308,7 @@ class PVAClient:
         self.waiting[ch.name] = ch
         ch.sub = raw.Subscription(
             self.context._ctxt, ch.wire, self.context._nt,
-            handler=lambda ch=ch: inbox.put(ch), pvRequest=raw.wrapRequest(REQUEST),
+            handler=lambda ch=ch: inbox.put_quiet(ch), pvRequest=raw.wrapRequest(REQUEST),
         )  # fmt: skip
 
     def _handle(self, item: Any) -> None:
@@ -312,7 +334,7 @@ class PVAClient:
             elif isinstance(item, raw.RemoteError) and self.on_update is not None:
                 self.on_update(ch.name, {**_error_entry(str(item)), "updated_at": now})
         assert self.inbox is not None
-        self.inbox.put(ch)  # more in the FIFO: after the others
+        self.inbox.put_quiet(ch)  # more in the FIFO: after the others
 
     def _update(self, ch: _Channel, value: Value, now: float) -> None:
         if ch.kind is None:

@@ -193,7 +193,9 @@ class Monitor:
         ]
         back = [n for n, e in batch.items() if e.get("connected") and n in self.disconnected]
         message = events.update_batch(now, packed)
-        pipe = self.redis.pipeline(transaction=False)
+        # MULTI/EXEC: a reader never sees an entry without its mark in the disconnected set
+        # (a health check or a bench counting "all values in, none disconnected" did).
+        pipe = self.redis.pipeline(transaction=True)
         pipe.hset(events.values_hash(), mapping=events.fields(packed))
         if gone:
             pipe.sadd(events.disconnected_set(), *gone)
@@ -237,13 +239,9 @@ class Monitor:
 
     def stats(self, holder: str) -> dict[str, str | int | float]:
         """The watchdog figures; ``stale_count``: connected but no value received yet."""
-        connected = stale = 0
-        is_connected, latest = self.client.is_connected, self.latest
-        for name in self.addresses:
-            if is_connected(name):
-                connected += 1
-                if name not in latest:
-                    stale += 1
+        up = self.addresses & self.client.connected_names()
+        connected = len(up)
+        stale = len(up - self.latest.keys())
         self.check_count += 1
         return {
             "leader": holder,

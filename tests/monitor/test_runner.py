@@ -202,6 +202,9 @@ class FakeClient:
     def is_connected(self, name):
         return name in self.subscribed
 
+    def connected_names(self):
+        return set(self.subscribed)
+
 
 @pytest.mark.django_db(transaction=True)
 def test_burst_coalesces_latest_value_wins(redis_client):
