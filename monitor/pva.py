@@ -6,14 +6,13 @@ figures are in the README): see ``README.md`` "pvAccess". We use its *raw* clien
 item per update and per operation, where the raw client calls one small handler from the
 binding's own thread and leaves the values in the subscription's FIFO.
 
-1. **One inbox, few wake-ups.** Every handler the binding calls (on its thread) only appends
-   to ``_Inbox``. A finished get or put, when the inbox was empty, schedules ONE drain on the
-   event loop (``call_soon_threadsafe``); a subscription's new value wakes nobody: the loop
-   drains every ``DRAIN_INTERVAL`` (half the monitor's flush interval). Waking the loop per
-   update cost more than the update itself: at 5K updates/s a wake-up each took a fifth of a
-   core (bench/pva.py). The drain pops every FIFO and finishes every operation on the loop's
+1. **One inbox, no wake-ups.** Every handler the binding calls (on its thread) only appends
+   to ``_Inbox``; the loop drains it every ``DRAIN_INTERVAL`` (half the monitor's flush
+   interval), popping every subscription's FIFO and finishing every operation on the loop's
    thread, so the rest of Squirrel sees this client exactly like ``monitor.ca.CAClient``
-   (same methods, same ``Entry`` values, same callbacks).
+   (same methods, same ``Entry`` values, same callbacks). Waking the loop per update or per
+   finished operation (``call_soon_threadsafe``) cost more than the update itself: at 5K
+   updates/s a fifth of a core (bench/pva.py); a finished get now waits at most 50 ms.
 2. **Subscriptions are paced**: ``PACE`` new channels per ``PACE_INTERVAL``, and never more
    than ``SEARCH_LIMIT`` subscribed and not yet delivering (searches in flight, globally);
    a channel that has not delivered ``RESUBSCRIBE_AFTER`` seconds after subscribing is
@@ -42,11 +41,11 @@ import asyncio
 import contextlib
 import logging
 import os
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from p4p import Value
@@ -77,6 +76,27 @@ CIRCUIT_OPEN = "circuit breaker open for IOC {ioc}"
 NOT_PVA = "not a pva:// address"
 
 
+@cache
+def _request(text: str) -> Value:
+    """A pvRequest parsed once: the binding parses a text request on every operation, which
+    was a sixth of a 50K read's time."""
+    return raw.Context.makeRequest(text)
+
+
+def _result(code: int, message: str, value: Any) -> Any:
+    """An operation's outcome as the binding's own handler wrapper (``raw.unwrapHandler``)
+    gives it: RemoteError, Cancelled, the builder's exception, or the value (None for a
+    put). Decoded here, on the loop, instead of in a wrapper per operation on its thread."""
+    if code == 0:
+        return raw.RemoteError(message)
+    if code == 1:
+        return raw.Cancelled()
+    if code == 2:
+        kind, arg, traceback = value
+        return kind(arg).with_traceback(traceback)
+    return value
+
+
 def wire_name(name: str) -> str | None:
     """The PV name on the wire, or None when ``name`` is not a pva:// address."""
     return name[len(SCHEME) :] if name.startswith(SCHEME) else None
@@ -102,35 +122,19 @@ def _error_entry(error: str) -> Entry:
 
 
 class _Inbox:
-    """Items appended from the binding's threads, handled on the loop (module docstring, 1)."""
+    """Items appended from the binding's threads, handled on the loop every ``DRAIN_INTERVAL``
+    (module docstring, 1). ``deque.append`` and ``popleft`` are atomic: no lock."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, handle: Callable[[Any], None]) -> None:
-        self.loop = loop
+    def __init__(self, handle: Callable[[Any], None]) -> None:
         self.handle = handle
         self.items: deque[Any] = deque()
-        self.scheduled = False
-        self.lock = threading.Lock()
-
-    def put_quiet(self, item: Any) -> None:
-        """Append for the next periodic drain (a subscription's new values)."""
-        self.items.append(item)
 
     def put(self, item: Any) -> None:
-        """Append and wake the loop (an operation finished)."""
         self.items.append(item)
-        if not self.scheduled:
-            with self.lock:
-                if self.scheduled:
-                    return
-                self.scheduled = True
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                self.loop.call_soon_threadsafe(self.drain)
 
     def drain(self) -> None:
-        with self.lock:
-            self.scheduled = False
         items = self.items
-        for _ in range(len(items)):  # what came meanwhile waits for the next drain
+        for _ in range(len(items)):  # what comes meanwhile waits for the next drain
             self.handle(items.popleft())
 
 
@@ -213,7 +217,7 @@ class PVAClient:
         """``start`` from synchronous code on the running loop (a client made on demand)."""
         conf = {} if "EPICS_PVA_CONN_TMO" in os.environ else {"EPICS_PVA_CONN_TMO": str(CONN_TMO)}
         self.context = raw.Context("pva", conf=conf or None, useenv=True, nt=False)
-        self.inbox = _Inbox(asyncio.get_running_loop(), self._handle)
+        self.inbox = _Inbox(self._handle)
         self.tasks.append(asyncio.create_task(self._pace_loop(), name="pva-pace"))
         self.tasks.append(asyncio.create_task(self._drain_loop(), name="pva-drain"))
 
@@ -308,15 +312,15 @@ class PVAClient:
         self.waiting[ch.name] = ch
         ch.sub = raw.Subscription(
             self.context._ctxt, ch.wire, self.context._nt,
-            handler=lambda ch=ch: inbox.put_quiet(ch), pvRequest=raw.wrapRequest(REQUEST),
+            handler=lambda ch=ch: inbox.put(ch), pvRequest=_request(REQUEST),
         )  # fmt: skip
 
     def _handle(self, item: Any) -> None:
         if isinstance(item, _Channel):
             self._pop(item)
         else:
-            op, result = item
-            op.batch.finish(op, result)
+            op, code, message, value = item
+            op.batch.finish(op, _result(code, message, value))
 
     def _pop(self, ch: _Channel) -> None:
         sub = ch.sub
@@ -334,7 +338,7 @@ class PVAClient:
             elif isinstance(item, raw.RemoteError) and self.on_update is not None:
                 self.on_update(ch.name, {**_error_entry(str(item)), "updated_at": now})
         assert self.inbox is not None
-        self.inbox.put_quiet(ch)  # more in the FIFO: after the others
+        self.inbox.put(ch)  # more in the FIFO: after the others
 
     def _update(self, ch: _Channel, value: Value, now: float) -> None:
         if ch.kind is None:
@@ -383,11 +387,14 @@ class PVAClient:
         assert inbox is not None and context is not None
         batch = _Batch(len(names))
         ops = []
+        request = _request(REQUEST)
         for name in names:
             op = _Op(name, batch)
-            op.op = context.get(
-                name[len(SCHEME) :], lambda result, op=op: inbox.put((op, result)), REQUEST
-            )
+            op.op = raw._ClientOperation(
+                context._ctxt, name[len(SCHEME) :],
+                handler=lambda code, msg, val, op=op: inbox.put((op, code, msg, val)),
+                pvRequest=request, get=True, put=False,
+            )  # fmt: skip
             ops.append(op)
         await self._await(batch, timeout)
         now = time.time()
@@ -417,20 +424,19 @@ class PVAClient:
         usable = self._filter(
             list(values_by_name), results, lambda name, error: WriteResult(name, False, error)
         )
+        request = _request(PUT_WAIT if wait else PUT_NOWAIT)
         inbox, context = self.inbox, self.context
         assert inbox is not None and context is not None
         batch = _Batch(len(usable))
         ops = []
-        request = PUT_WAIT if wait else PUT_NOWAIT
         for name in usable:
             op = _Op(name, batch)
-            op.op = context.put(
-                name[len(SCHEME) :],
-                lambda result, op=op: inbox.put((op, result)),
-                builder=_builder(op, values_by_name[name]),
-                request=request,
-                get=True,
-            )
+            op.op = raw._ClientOperation(
+                context._ctxt, name[len(SCHEME) :],
+                handler=lambda code, msg, val, op=op: inbox.put((op, code, msg, val)),
+                builder=_builder(op, values_by_name[name]), pvRequest=request, get=True,
+                put=True,
+            )  # fmt: skip
             ops.append(op)
         await self._await(batch, timeout)
         results.update((op.name, _put_outcome(op)) for op in ops)

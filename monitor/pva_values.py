@@ -4,7 +4,6 @@ so that ``monitor.pva`` stays the only module that imports the binding."""
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from monitor import values
@@ -46,18 +45,23 @@ def kind_of(value: Value) -> str:
     return "struct"
 
 
+_DISPLAY = (("units", "display.units"), ("precision", "display.precision"))
+_CONTROL = (("upper_ctrl_limit", "control.limitHigh"), ("lower_ctrl_limit", "control.limitLow"))
+
+
 def meta_of(value: Value) -> dict[str, Any]:
     """Display and control metadata in CA's fields (units, precision, control limits)."""
     meta: dict[str, Any] = {}
-    for key, field in (("units", "display.units"), ("precision", "display.precision")):
-        with contextlib.suppress(KeyError, AttributeError):
+    for key, field in _DISPLAY:
+        try:
             meta[key] = value[field]
-    for key, field in (
-        ("upper_ctrl_limit", "control.limitHigh"),
-        ("lower_ctrl_limit", "control.limitLow"),
-    ):
-        with contextlib.suppress(KeyError, AttributeError):
+        except (KeyError, AttributeError):  # a field this PV does not have
+            continue
+    for key, field in _CONTROL:
+        try:
             meta[key] = float(value[field])
+        except (KeyError, AttributeError):  # a field this PV does not have
+            continue
     if meta.get("upper_ctrl_limit") == meta.get("lower_ctrl_limit") == 0.0:
         meta["upper_ctrl_limit"] = meta["lower_ctrl_limit"] = None  # unset, as CA's 0/0
     return meta
