@@ -82,14 +82,19 @@ def _table(value: Value) -> dict[str, Any]:
     )
 
 
+_STATUS_INDEX = {name: index for index, name in enumerate(values.ALARM_STATUS)}
+_PLAIN = (float, int, str, bool)
+
+
 def _alarm(value: Value) -> tuple[int | None, int | None]:
     """(CA alarm status, severity): the alarm message names the CA status (QSRV)."""
     try:
         severity, message = value["alarm.severity"], value["alarm.message"]
     except KeyError:
         return None, None
-    if message in values.ALARM_STATUS:
-        return values.ALARM_STATUS.index(message), severity
+    status = _STATUS_INDEX.get(message)
+    if status is not None:
+        return status, severity
     return (0 if severity == 0 and not message else None), severity
 
 
@@ -111,7 +116,7 @@ def entry_of(value: Value, kind: str, meta: dict[str, Any] | None, now: float) -
         entry.update(meta)  # type: ignore[typeddict-item]
     if kind == "scalar":
         item = value["value"]
-        entry["value"] = item.tolist() if hasattr(item, "tolist") else item
+        entry["value"] = item if type(item) in _PLAIN else _plain(item)
     elif kind == "enum":
         choices = list(value["value.choices"])
         index = value["value.index"]
