@@ -214,6 +214,7 @@ def main() -> None:
             name=f"bench {time.time()}", interval_seconds=3600, keep_last=1
         ),  # fmt: skip
         actor="system:bench",
+        created_by="system:bench",
     )
     doomed = list(
         Snapshot.objects.filter(title__startswith="small run ")

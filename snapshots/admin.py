@@ -335,7 +335,7 @@ class SnapshotScheduleAdmin(admin.ModelAdmin):
         if change:
             saved = schedules.schedule_update(schedule_id=str(obj.pk), data=data, actor=actor)
         else:
-            saved = schedules.schedule_create(data=data, actor=actor)
+            saved = schedules.schedule_create(data=data, actor=actor, created_by=actor)
         obj.pk = saved.pk
 
     def delete_model(self, request: HttpRequest, obj: SnapshotSchedule) -> None:

@@ -18,6 +18,7 @@ from snapshots.schedule_serializers import (
 )
 from snapshots.serializers import SnapshotSummaryOutSerializer, snapshot_summary_dto
 from squirrel import audit
+from squirrel.auth import created_by
 from squirrel.http import body_object, valid
 
 
@@ -31,7 +32,9 @@ class ScheduleListView(APIView):
     @extend_schema(request=ScheduleWriteSerializer, responses=ScheduleOutSerializer)
     def post(self, request: Request) -> Response:
         body = valid(ScheduleWriteSerializer(data=body_object(request.data)))
-        schedule = schedules.schedule_create(data=body.to_data(), actor=audit.actor_of(request))
+        schedule = schedules.schedule_create(
+            data=body.to_data(), actor=audit.actor_of(request), created_by=created_by(request)
+        )
         return Response(schedule_dto(schedule))
 
 

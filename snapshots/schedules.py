@@ -191,13 +191,19 @@ _FIELDS = ("name", "interval_seconds", "crontab", "title_template", "tag_filters
            "keep_last", "keep_days", "enabled")  # fmt: skip
 
 
-def schedule_create(*, data: ScheduleData, actor: str) -> SnapshotSchedule:
-    """Create a schedule and its beat entry; Invalid (422), Conflict (409) on a taken name."""
+def schedule_create(*, data: ScheduleData, actor: str, created_by: str | None) -> SnapshotSchedule:
+    """Create a schedule and its beat entry; Invalid (422), Conflict (409) on a taken name.
+    ``actor`` is the audit's name for the caller ("anonymous" included); ``created_by`` what
+    the schedule shows: ``squirrel.auth.created_by``'s rule for an API caller (null when
+    anonymous, as a snapshot's), the actor for the admin and commands."""
     data = schedule_clean(data)
     with transaction.atomic():
         if SnapshotSchedule.objects.filter(name=data.name).exists():
             raise Conflict(f"A schedule named '{data.name}' exists")
-        schedule = SnapshotSchedule(created_by=actor, **{f: getattr(data, f) for f in _FIELDS})
+        schedule = SnapshotSchedule(
+            created_by=created_by,
+            **{f: getattr(data, f) for f in _FIELDS},
+        )
         schedule.full_clean()
         schedule.save()
         _beat_sync(schedule)

@@ -9,6 +9,8 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
 
+from squirrel.hooks import tag_ids_check
+
 
 class BaseModel(models.Model):
     """UUID primary key and created/updated timestamps, as every contract table has."""
@@ -85,6 +87,9 @@ class ApiKey(BaseModel):
         state = "" if self.is_active else ", inactive"
         return f"{self.app_name} ({self.scope_letters or '-'}{state})"
 
+    def clean(self) -> None:
+        tag_ids_check(self.restore_tag_ids, "restore_tag_ids")
+
     @property
     def scope_letters(self) -> str:
         """``r``, ``w``, ``x`` (restore) and ``a`` (admin) for the scopes the key has."""
@@ -144,3 +149,6 @@ class UserRestoreLimit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}: {len(self.tag_ids)} tags"
+
+    def clean(self) -> None:
+        tag_ids_check(self.tag_ids, "tag_ids")

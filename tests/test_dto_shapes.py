@@ -201,6 +201,7 @@ def test_lifecycle_schedules_meta_and_history(catalog):
     schedule = schedule_create(
         data=ScheduleData(name="s", interval_seconds=60, tag_filters=[[str(catalog["tag"].pk)]]),
         actor="cli:t",
+        created_by="cli:t",
     )
     assert_shape(schedule_dto(schedule), ScheduleOutSerializer())
     snap = snapshot_make([(catalog["pv"], 1.0)])

@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.test import Client
 from rest_framework.test import APIClient
 
 from pvs.models import PV
 from squirrel import audit
-from squirrel.models import AuditEvent
+from squirrel.models import ApiKey, AuditEvent, UserRestoreLimit
 from tags.models import Tag, TagGroup
 from tests.conftest import error, make_key, payload
 from tests.restore.conftest import cache_set, snapshot_make
@@ -214,8 +215,6 @@ def test_create_api_key_command_grants_restore(capsys):
     call_command("create_api_key", "ops", "--read", "--restore")
     out = capsys.readouterr()
     assert "restore" in out.err
-    from squirrel.models import ApiKey
-
     key = ApiKey.objects.get(app_name="ops")
     assert key.restore_access and not key.write_access and key.scope_letters == "rx"
     assert AuditEvent.objects.get(kind="apikey.create").actor.startswith("cli:")
@@ -223,6 +222,7 @@ def test_create_api_key_command_grants_restore(capsys):
 
 def test_api_keys_carry_the_restore_scope(settings):
     admin = keyed("boss", read=True, write=True, admin=True)
+    tag = Tag.objects.create(name="RF", group=TagGroup.objects.create(name="Systems"))
     body = payload(
         admin.post(
             "/v1/api-keys",
@@ -231,13 +231,26 @@ def test_api_keys_carry_the_restore_scope(settings):
                 "readAccess": True,
                 "writeAccess": False,
                 "restoreAccess": True,
-                "restoreTagIds": ["7f8d5a4e-4d0c-4f43-9a53-0b1f8f4c6a11"],
+                "restoreTagIds": [str(tag.pk)],
             },
             format="json",
         )
     )
     assert body["restoreAccess"] is True
-    assert body["restoreTagIds"] == ["7f8d5a4e-4d0c-4f43-9a53-0b1f8f4c6a11"]
+    assert body["restoreTagIds"] == [str(tag.pk)]
+    # A limit to a tag that does not exist would restore nothing of it: refused, no key made.
+    missing = "7f8d5a4e-4d0c-4f43-9a53-0b1f8f4c6a11"
+    unknown = admin.post(
+        "/v1/api-keys",
+        {"appName": "ghost", "readAccess": True, "writeAccess": False, "restoreAccess": True,
+         "restoreTagIds": [str(tag.pk), missing]},
+        format="json",
+    )  # fmt: skip
+    assert f"no tag has the id(s) {missing}" in error(unknown, 422)
+    assert not ApiKey.objects.filter(app_name="ghost").exists()
+    limit = UserRestoreLimit(user=get_user_model().objects.create(username="op"), tag_ids=[missing])
+    with pytest.raises(ValidationError, match="no tag has the id"):
+        limit.full_clean()
     listed = {k["appName"]: k for k in payload(admin.get("/v1/api-keys"))}
     assert listed["boss"]["restoreAccess"] is False and listed["boss"]["restoreTagIds"] is None
     bad = admin.post(

@@ -44,7 +44,9 @@ def _titles(client, query: str) -> list[str]:
 
 def test_list_filters(read_client, pvs):
     schedule = schedules.schedule_create(
-        data=schedules.ScheduleData(name="s", interval_seconds=60), actor="cli:t"
+        data=schedules.ScheduleData(name="s", interval_seconds=60),
+        actor="cli:t",
+        created_by="cli:t",
     )
     _snap("alpha run", pvs, 1.0, age_days=3, labels=["golden", "shift"], created_by="ann",
           description="before the quad scan")  # fmt: skip
