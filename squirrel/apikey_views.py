@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 from squirrel import services
 from squirrel.audit import actor_of
 from squirrel.auth import created_by, request_principal
+from squirrel.hooks import tag_ids_check
 from squirrel.http import body_object, query_data, validated
 from squirrel.models import ApiKey
 
@@ -123,6 +124,7 @@ class ApiKeyListView(APIView):
     @extend_schema(request=ApiKeyCreateSerializer, responses=ApiKeyCreatedOutSerializer)
     def post(self, request: Request) -> Response:
         data = validated(ApiKeyCreateSerializer(data=body_object(request.data)))
+        tag_ids_check(data.get("restoreTagIds"), "restoreTagIds")  # the wire's name in the 422
         created = services.api_key_create(
             app_name=data["appName"],
             read_access=data["readAccess"],

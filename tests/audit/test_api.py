@@ -246,7 +246,8 @@ def test_api_keys_carry_the_restore_scope(settings):
          "restoreTagIds": [str(tag.pk), missing]},
         format="json",
     )  # fmt: skip
-    assert f"no tag has the id(s) {missing}" in error(unknown, 422)
+    assert f"restoreTagIds: no tag has the id(s) {missing}" in error(unknown, 422)
+    assert unknown.json()["errors"][0]["loc"] == ["body", "restoreTagIds"]
     assert not ApiKey.objects.filter(app_name="ghost").exists()
     limit = UserRestoreLimit(user=get_user_model().objects.create(username="op"), tag_ids=[missing])
     with pytest.raises(ValidationError, match="no tag has the id"):
