@@ -297,6 +297,27 @@ record(ai, "$(P)SLOW:RB") {{ }}
 """
 
 
+def sigstop(pid: int, timeout: float = 5.0) -> None:
+    """SIGSTOP ``pid`` and return once every one of its threads has stopped. ``kill`` only
+    queues the signal: an IOC that was running then still answered a put sent right after it
+    (the hung-IOC test failed 2 runs in 12 that way)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except FileNotFoundError:  # a thread that ended meanwhile
+                continue
+            states.append(stat.rsplit(")", 1)[1].split()[0])
+        if all(state in ("T", "t") for state in states):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} not stopped after {timeout} s: {states}")
+        time.sleep(0.001)
+
+
 class SoftIoc:
     """A softioc subprocess serving a small database on its own CA port; restartable."""
 

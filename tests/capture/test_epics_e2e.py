@@ -18,6 +18,7 @@ from snapshots import services
 from snapshots.models import Snapshot, SnapshotValue, ValueKind, ValueSource
 from tests.capture.conftest import Proc, Worker, sim_catalog, worker_env
 from tests.capture.test_worker_e2e import wait_job
+from tests.epics import sigstop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.epics, pytest.mark.django_db(transaction=True)]
 
@@ -132,7 +133,7 @@ def test_stale_and_disconnected_entries_are_reread(machine, redis_client):
 def test_ioc_stopped_mid_capture_marks_values_failed(machine):
     devices, ioc = machine
     channels = sum(d.channels for d in devices)
-    ioc.signal(signal.SIGSTOP)  # the IOC stops answering; its TCP connections stay open
+    sigstop(ioc.proc.pid)  # the IOC stops answering; its TCP connections stay open
     try:
         started = time.monotonic()
         job, snap = _capture(use_cache=False, timeout=120)

@@ -15,7 +15,7 @@ from monitor import bridge, events, values
 from monitor.ca import UNSUPPORTED_PVA, CAClient, wire_name
 from monitor.circuits import CircuitBreakers, circuit_force, circuits_read, ioc_name
 from squirrel.exceptions import Invalid
-from tests.epics import SoftIoc
+from tests.epics import SoftIoc, sigstop
 
 pytestmark = pytest.mark.epics
 
@@ -248,7 +248,7 @@ def test_put_sent_to_a_hung_ioc_is_unknown_and_was_applied(ioc):
     async def go():
         async with CAClient() as client:
             await client.read_many([ao], 3.0)
-            ioc.proc.send_signal(signal.SIGSTOP)
+            sigstop(ioc.proc.pid)
             try:
                 result = await client.write_many({ao: 7.25}, 1.0)
             finally:
@@ -429,7 +429,7 @@ def test_hung_ioc_detected_by_echo_then_recovers(ioc, monkeypatch):
                 [cnt], lambda name, entry: None, lambda n, ok: connections.append((n, ok))
             )
             assert await _wait_for(lambda: client.is_connected(cnt), 5.0)
-            ioc.proc.send_signal(signal.SIGSTOP)
+            sigstop(ioc.proc.pid)
             try:
                 stopped = time.monotonic()
                 assert await _wait_for(lambda: not client.is_connected(cnt), 6.0)
