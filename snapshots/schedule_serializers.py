@@ -7,21 +7,14 @@ from typing import Any
 from rest_framework import serializers
 
 from snapshots.models import SnapshotSchedule
-from snapshots.schedules import ScheduleData
+from snapshots.schedules import ScheduleData, schedule_wire
 
 
 def schedule_dto(schedule: SnapshotSchedule) -> dict[str, Any]:
     """SnapshotScheduleDTO."""
     return {
         "id": str(schedule.pk),
-        "name": schedule.name,
-        "intervalSeconds": schedule.interval_seconds,
-        "crontab": schedule.crontab,
-        "titleTemplate": schedule.title_template,
-        "tagFilters": schedule.tag_filters,
-        "keepLast": schedule.keep_last,
-        "keepDays": schedule.keep_days,
-        "enabled": schedule.enabled,
+        **schedule_wire(schedule),
         "createdBy": schedule.created_by,
         "createdDate": schedule.created_at.isoformat(),
         "lastModifiedDate": schedule.updated_at.isoformat(),

@@ -173,8 +173,9 @@ def _beat_sync(schedule: SnapshotSchedule) -> None:
         schedule.save(update_fields=["periodic_task"])
 
 
-def _wire(schedule: SnapshotSchedule) -> dict[str, Any]:
-    """The audited fields of a schedule."""
+def schedule_wire(schedule: SnapshotSchedule) -> dict[str, Any]:
+    """A schedule's editable fields in their wire names: what the audit records before and
+    after, and the body of its DTO (``schedule_serializers.schedule_dto``)."""
     return {
         "name": schedule.name,
         "intervalSeconds": schedule.interval_seconds,
@@ -208,7 +209,7 @@ def schedule_create(*, data: ScheduleData, actor: str, created_by: str | None) -
         schedule.save()
         _beat_sync(schedule)
         audit.record(actor, "schedule.create", schedule, summary=f"schedule '{schedule.name}'",
-                     after=_wire(schedule))  # fmt: skip
+                     after=schedule_wire(schedule))  # fmt: skip
     return schedule
 
 
@@ -234,13 +235,13 @@ def schedule_update(*, schedule_id: str, data: ScheduleData, actor: str) -> Snap
         taken = SnapshotSchedule.objects.filter(name=data.name).exclude(pk=schedule.pk)
         if taken.exists():
             raise Conflict(f"A schedule named '{data.name}' exists")
-        old = _wire(schedule)
+        old = schedule_wire(schedule)
         for f in _FIELDS:
             setattr(schedule, f, getattr(data, f))
         schedule.full_clean()
         schedule.save()
         _beat_sync(schedule)
-        before, after = audit.changes(old, _wire(schedule))
+        before, after = audit.changes(old, schedule_wire(schedule))
         if after:
             summary = f"schedule '{schedule.name}'"
             audit.record(
@@ -254,7 +255,7 @@ def schedule_delete(*, schedule_id: str, actor: str) -> None:
     with transaction.atomic():
         schedule = _locked(schedule_id)
         audit.record(actor, "schedule.delete", schedule, summary=f"schedule '{schedule.name}'",
-                     before=_wire(schedule))  # fmt: skip
+                     before=schedule_wire(schedule))  # fmt: skip
         task_id = schedule.periodic_task_id
         schedule.delete()
         if task_id is not None:
