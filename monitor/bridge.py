@@ -382,14 +382,6 @@ class MonitorClient:
         if gone and self.pva is not None:
             self.pva.clear(gone)
 
-    def is_connected(self, name: str) -> bool:
-        if protocol_of(name) == PVA:
-            return self.pva is not None and self.pva.is_connected(name)
-        if self.ca.is_connected(name):
-            return True
-        alias = fallback_name(name)
-        return alias in self.aliases and self.pva is not None and self.pva.is_connected(alias)
-
     def connected_names(self) -> set[str]:
         """Every connected name at once, a bare name served through its pva:// alias included:
         one set per heartbeat instead of one ``is_connected`` per name (a tenth of the

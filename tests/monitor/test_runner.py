@@ -199,9 +199,6 @@ class FakeClient:
     def clear(self, names):
         self.subscribed.difference_update(names)
 
-    def is_connected(self, name):
-        return name in self.subscribed
-
     def connected_names(self):
         return set(self.subscribed)
 
